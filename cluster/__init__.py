@@ -1,0 +1,1 @@
+"""The core every process shares: config, client codec, bus envelope, broker, CLI."""

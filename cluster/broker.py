@@ -1,0 +1,274 @@
+"""The broker: one ROUTER that every gateway and worker connects to (Majordomo-like).
+
+State is a registry of :class:`Peer` records (identity, role, expiry, reported load) grouped
+into :class:`Service` pools (``game``, ``auth``). The loop is: receive, dispatch by command,
+send heartbeats and purge silent peers once per interval. Timing rules are two named numbers
+from ``[broker]``: ``heartbeat_interval`` and ``heartbeat_liveness`` (a peer silent for their
+product is evicted).
+
+Routing never decodes a body: TO is routed on its destination frame; PLACE on its service frame
+and its keys frame (one int64 per new session), each new session going to the service's
+least-loaded live worker. Every body that cannot be delivered goes back to its sender as
+UNROUTABLE, so the sender can answer its clients instead of letting them hang. When a peer is
+evicted or says BYE, every other peer is told GONE (gateways then close that worker's clients).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from cluster import bus, runtime
+from cluster.config import Config
+
+log = logging.getLogger("cluster.broker")
+
+#: Messages handled per receive burst before timers get a turn.
+BURST = 5000
+#: Queue depth per peer inside the ROUTER before sends to it fail (and are returned).
+PEER_HWM = 200_000
+
+
+@dataclass
+class Peer:
+    """One registered process."""
+
+    identity: bytes
+    role: str
+    info: dict[str, Any]
+    expiry: float
+    sessions: int = 0  # load the worker last reported
+    placed: int = 0  # sessions placed on it since that report
+
+    @property
+    def load(self) -> int:
+        return self.sessions + self.placed
+
+    @property
+    def name(self) -> str:
+        return self.identity.decode(errors="replace")
+
+
+@dataclass
+class Service:
+    """The live workers of one service, in registration order."""
+
+    name: str
+    workers: dict[bytes, Peer] = field(default_factory=dict)
+
+    def least_loaded(self) -> Peer | None:
+        if not self.workers:
+            return None
+        return min(self.workers.values(), key=lambda peer: peer.load)
+
+
+class Broker:
+    """The routing and registry logic around one bound ROUTER socket."""
+
+    def __init__(self, config: Config, context: zmq.Context[Any] | None = None) -> None:
+        self.interval = config.broker.heartbeat_interval
+        self.liveness = config.broker.heartbeat_liveness
+        self.context = context or zmq.Context.instance()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.socket.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.socket.setsockopt(zmq.SNDHWM, PEER_HWM)
+        self.socket.setsockopt(zmq.RCVHWM, PEER_HWM)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.bind(config.broker.bind)
+        self.peers: dict[bytes, Peer] = {}
+        self.services = {name: Service(name) for name in bus.SERVICES}
+        self.counters: Counter[str] = Counter()
+        self._stop = threading.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return (safe from a signal handler or another thread)."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Serve until :meth:`stop`. Heartbeats go out every interval even under load."""
+        next_beat = time.monotonic() + self.interval
+        poll_ms = max(1, int(self.interval * 1000 / 4))
+        while not self._stop.is_set():
+            if self.socket.poll(poll_ms, zmq.POLLIN):
+                self._drain()
+            now = time.monotonic()
+            if now >= next_beat:
+                self.purge(now)
+                self.beat()
+                next_beat = now + self.interval
+        self.socket.close(linger=0)
+
+    def _drain(self) -> None:
+        recv = self.socket.recv_multipart
+        for _ in range(BURST):
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.handle(frames)
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    def handle(self, frames: list[bytes]) -> None:
+        """Dispatch one received message (``frames[0]`` is the sender's identity)."""
+        if len(frames) < 2:
+            self.counters["malformed"] += 1
+            return
+        identity, command = frames[0], frames[1]
+        peer = self.peers.get(identity)
+        if command == bus.READY:
+            self._ready(identity, frames[2:])
+            return
+        if peer is None:
+            # Unknown sender: we restarted, or evicted it. Have it register again, and hand back
+            # anything it wanted delivered so it can answer its clients.
+            self.counters["unknown_peer"] += 1
+            if command == bus.TO and len(frames) >= 3:
+                self._send(identity, [bus.UNROUTABLE, frames[2], *frames[3:]])
+            elif command == bus.PLACE and len(frames) >= 4:
+                self._send(identity, [bus.UNROUTABLE, frames[2], *frames[4:]])
+            if command != bus.DISCONNECT:
+                self._send(identity, [bus.RESET])
+            return
+        peer.expiry = time.monotonic() + self.interval * self.liveness
+        if command == bus.TO:
+            self._route(peer, frames)
+        elif command == bus.PLACE:
+            self._place(peer, frames)
+        elif command == bus.HEARTBEAT:
+            if len(frames) >= 3 and len(frames[2]) == 4:
+                peer.sessions, peer.placed = bus.unpack_load(frames[2]), 0
+        elif command == bus.DISCONNECT:
+            self.evict(peer, "disconnected")
+        else:
+            self.counters["malformed"] += 1
+            log.warning("unknown command %r from %s", command[:16], peer.name)
+
+    def _ready(self, identity: bytes, args: list[bytes]) -> None:
+        try:
+            role = args[0].decode()
+            info = bus.unpack_info(args[1]) if len(args) > 1 else {}
+        except (IndexError, UnicodeDecodeError, ValueError):
+            role, info = "", {}
+        if role not in bus.ROLES:
+            self.counters["malformed"] += 1
+            log.warning("READY with bad role %r from %r", args[:1], identity[:32])
+            return
+        old = self.peers.get(identity)
+        if old is not None and old.role != role:
+            self.evict(old, "re-registered with another role")
+        peer = Peer(identity, role, info, time.monotonic() + self.interval * self.liveness)
+        if old is not None and old.role == role:
+            peer.sessions = old.sessions
+        self.peers[identity] = peer
+        if role in self.services:
+            self.services[role].workers[identity] = peer
+        if old is None:
+            log.info("%s registered: %s", role, peer.name)
+        self._send(identity, [bus.WELCOME, bus.pack_info({"heartbeat_interval": self.interval})])
+
+    def _route(self, sender: Peer, frames: list[bytes]) -> None:
+        if len(frames) < 4:
+            self.counters["malformed"] += 1
+            return
+        dest = frames[2]
+        if dest in self.peers and self._send(dest, [bus.FROM, sender.identity, *frames[3:]]):
+            self.counters["routed"] += 1
+            return
+        self.counters["unroutable"] += 1
+        self._send(sender.identity, [bus.UNROUTABLE, dest, *frames[3:]])
+
+    def _place(self, sender: Peer, frames: list[bytes]) -> None:
+        if len(frames) < 5:
+            self.counters["malformed"] += 1
+            return
+        service_name, bodies = frames[2], frames[4:]
+        try:
+            keys = bus.unpack_keys(frames[3])
+            service = self.services[service_name.decode()]
+        except (ValueError, KeyError, UnicodeDecodeError):
+            keys, service = (), None
+        if service is None or len(keys) != len(bodies):
+            self.counters["malformed"] += 1
+            self._send(sender.identity, [bus.UNROUTABLE, service_name, *bodies])
+            return
+        batches: dict[bytes, list[bytes]] = {}
+        for body in bodies:
+            worker = service.least_loaded()
+            if worker is None:
+                break
+            worker.placed += 1
+            batches.setdefault(worker.identity, []).append(body)
+        undelivered = bodies[sum(len(b) for b in batches.values()) :]
+        for identity, group in batches.items():
+            if self._send(identity, [bus.FROM, sender.identity, *group]):
+                self.counters["placed"] += len(group)
+            else:
+                undelivered = [*undelivered, *group]
+        if undelivered:
+            self.counters["unplaceable"] += len(undelivered)
+            self._send(sender.identity, [bus.UNROUTABLE, service_name, *undelivered])
+
+    def _send(self, identity: bytes, frames: list[bytes]) -> bool:
+        """Send to one peer; False (and the peer evicted if it is gone) when it cannot take it."""
+        try:
+            self.socket.send_multipart([identity, *frames], zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            self.counters["peer_queue_full"] += 1
+            return False
+        except zmq.ZMQError as exc:
+            if exc.errno != errno.EHOSTUNREACH:
+                raise
+            self.counters["peer_unreachable"] += 1
+            peer = self.peers.get(identity)
+            if peer is not None:
+                self.evict(peer, "unreachable")
+            return False
+
+    # -- heartbeats and eviction ------------------------------------------------------------------
+
+    def beat(self) -> None:
+        for identity in list(self.peers):
+            self._send(identity, [bus.HEARTBEAT])
+
+    def purge(self, now: float) -> None:
+        for peer in [p for p in self.peers.values() if p.expiry < now]:
+            self.evict(peer, "silent")
+
+    def evict(self, peer: Peer, why: str) -> None:
+        """Forget a peer and tell every other peer it is GONE."""
+        if self.peers.pop(peer.identity, None) is None:
+            return
+        if peer.role in self.services:
+            self.services[peer.role].workers.pop(peer.identity, None)
+        self.counters[f"evicted_{why}"] += 1
+        log.info("%s %s gone (%s)", peer.role, peer.name, why)
+        for identity in list(self.peers):
+            self._send(identity, [bus.GONE, peer.identity, peer.role.encode()])
+
+
+def serve(config: Config) -> int:
+    """Run a broker in the foreground until SIGINT/SIGTERM; returns the exit code."""
+    try:
+        broker = Broker(config)
+    except zmq.ZMQError as exc:
+        log.error("cannot bind broker.bind %s: %s", config.broker.bind, exc)
+        return 1
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: broker.stop())
+    runtime.announce_ready(role="broker", bind=config.broker.bind)
+    broker.run()
+    log.info("broker stopped; counters: %s", dict(broker.counters))
+    return 0

@@ -1,0 +1,114 @@
+"""The bus envelope: the closed set of commands peers and the broker exchange over ZeroMQ.
+
+Every process except the broker holds one DEALER socket connected to the broker's ROUTER. A
+message is a list of frames whose first frame is the command. The broker reads only the command
+and the small routing frames that follow it; the *bodies* (msgpack lists of session items) pass
+through it untouched.
+
+Peer -> broker (the ROUTER prepends the peer's identity):
+
+==========  ==========================================  =========================================
+command     frames after it                             meaning
+==========  ==========================================  =========================================
+READY       role, info (msgpack map)                    register (role: gateway, game, auth, ...)
+HB          [sessions (u32 LE)]                         heartbeat; workers report their load
+BYE         -                                           leaving cleanly
+TO          dest identity, body...                      deliver bodies to one peer
+PLACE       service, keys (n x i64 LE), body x n        place n new sessions on the service's
+                                                        least-loaded workers (key: AccountNo)
+==========  ==========================================  =========================================
+
+Broker -> peer:
+
+===========  ====================================  ============================================
+WELCOME      info (msgpack map)                    READY accepted
+HB           -                                     heartbeat
+FROM         source identity, body...              bodies another peer sent with TO or PLACE
+UNROUTABLE   dest identity or service, body...     bodies that could not be delivered, returned
+GONE         identity, role                        a peer left or was evicted
+RESET        -                                     the broker does not know you: send READY
+===========  ====================================  ============================================
+
+A *body* is a msgpack array of *session items*, each ``[session_id, type, *fields]``: ``type`` is
+a client message type (PROTOCOL.md) with its fields in wire order, or a negative control type
+from :class:`Control`.
+"""
+
+from __future__ import annotations
+
+import struct
+from enum import IntEnum
+from typing import Any
+
+import msgpack
+
+READY = b"READY"
+HEARTBEAT = b"HB"
+DISCONNECT = b"BYE"
+TO = b"TO"
+PLACE = b"PLACE"
+WELCOME = b"WELCOME"
+FROM = b"FROM"
+UNROUTABLE = b"UNROUTABLE"
+GONE = b"GONE"
+RESET = b"RESET"
+
+#: Roles a peer may register with. Workers of SERVICES are placement targets.
+ROLES = ("gateway", "game", "auth", "monitor")
+SERVICES = ("game", "auth")
+
+_LOAD = struct.Struct("<I")
+
+
+class Control(IntEnum):
+    """Negative item types: bus-internal events about a session."""
+
+    #: ``[sid, CLOSE, reason]``. Gateway -> worker: the client is gone. Worker -> gateway:
+    #: close the client after the replies already queued for it (reason is counted).
+    CLOSE = -1
+
+
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def pack_body(items: list[Any]) -> bytes:
+    """One body frame for a list of session items."""
+    return _packer.pack(items)
+
+
+def unpack_body(frame: bytes) -> list[Any]:
+    """The session items of one body frame. Raises ValueError on a malformed frame."""
+    items = msgpack.unpackb(frame, raw=False)
+    if not isinstance(items, list):
+        raise ValueError("body is not an array")
+    return items
+
+
+def pack_info(info: dict[str, Any]) -> bytes:
+    return _packer.pack(info)
+
+
+def unpack_info(frame: bytes) -> dict[str, Any]:
+    info = msgpack.unpackb(frame, raw=False)
+    if not isinstance(info, dict):
+        raise ValueError("info is not a map")
+    return info
+
+
+def pack_keys(keys: list[int]) -> bytes:
+    """The routing frame of PLACE: one little-endian int64 per session."""
+    return struct.pack(f"<{len(keys)}q", *keys)
+
+
+def unpack_keys(frame: bytes) -> tuple[int, ...]:
+    if len(frame) % 8:
+        raise ValueError("keys frame is not a whole number of int64")
+    return struct.unpack(f"<{len(frame) // 8}q", frame)
+
+
+def pack_load(sessions: int) -> bytes:
+    return _LOAD.pack(min(sessions, 0xFFFFFFFF))
+
+
+def unpack_load(frame: bytes) -> int:
+    return _LOAD.unpack(frame)[0]  # type: ignore[no-any-return]

@@ -1,0 +1,169 @@
+"""The client wire protocol's framing (PROTOCOL.md), sans-I/O.
+
+Bytes in, typed messages out (:class:`StreamDecoder`); messages in, bytes out (:class:`Codec`).
+No sockets, no clocks: the gateway, the dummy and the tests drive the same objects.
+
+Every packet is ``code:u8 len:u16 R^K:u8 cs^R^K:u8`` followed by ``len`` payload bytes, each
+``plain ^ R ^ K``. Because the header carries ``R ^ K``, the XOR mask for the payload and the
+checksum is that header byte itself; the mask is applied with ``bytes.translate`` over a
+precomputed table, and the checksum is ``sum()`` over the plain payload, so no Python code loops
+over bytes.
+
+Errors are split by whose fault they are (as h11 does): :class:`RemoteProtocolError` means the
+peer sent something that breaks the protocol (its ``reason`` is a stable counter name);
+:class:`LocalProtocolError` means our own code tried to send something that cannot be encoded.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections.abc import Iterable
+from typing import Any
+
+from cluster.messages import SPECS, Message
+
+HEADER = struct.Struct("<BHBB")
+HEADER_SIZE = HEADER.size
+MAX_PAYLOAD = 5000
+MAX_PACKET = HEADER_SIZE + MAX_PAYLOAD
+
+#: ``_XOR[m]`` maps every byte b to ``b ^ m``; used with ``bytes.translate``.
+_XOR = [bytes(b ^ mask for b in range(256)) for mask in range(256)]
+
+
+class ProtocolError(Exception):
+    """Base of the codec's errors."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer broke the wire protocol. ``reason`` is one of :data:`VIOLATIONS`; the
+    connection must be dropped (and the event counted under that reason)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class LocalProtocolError(ProtocolError):
+    """We tried to encode something the protocol cannot carry (a bug or bad data on our side)."""
+
+
+#: Stable names of every framing violation, used as counter labels.
+VIOLATIONS = (
+    "bad_code",  # header code differs from the configured packet code
+    "too_long",  # len > MAX_PAYLOAD
+    "bad_checksum",  # checksum of the decoded payload does not match
+    "too_short",  # payload shorter than the 2-byte message type
+    "unknown_type",  # type not known, or not one this side accepts
+    "wrong_size",  # payload size differs from the type's fixed size
+)
+
+
+class Codec:
+    """Encodes messages for one deployment's packet code and keys (PROTOCOL.md defaults:
+    code 119, key1 50, key2 132). Stateless apart from its settings; share it freely."""
+
+    def __init__(self, code: int = 119, key1: int = 50, key2: int = 132) -> None:
+        for name, value in (("code", code), ("key1", key1), ("key2", key2)):
+            if not 0 <= value <= 255:
+                raise ValueError(f"{name} must be 0..255, got {value}")
+        self.code = code
+        self.key = key1 ^ key2
+        self._rand = random.Random()
+
+    def encode(self, message: Message, rand: int | None = None) -> bytes:
+        """One packet for a message record. `rand` fixes R (0..255) for tests."""
+        return self.encode_fields(message.TYPE, message, rand)
+
+    def encode_fields(self, mtype: int, fields: Iterable[Any], rand: int | None = None) -> bytes:
+        """One packet for message type `mtype` with `fields` in wire order (no record needed:
+        this is the hot path of the gateway's reply side)."""
+        spec = SPECS.get(mtype)
+        if spec is None:
+            raise LocalProtocolError(f"no such message type {mtype}")
+        try:
+            plain = spec.pack(tuple(fields))
+        except (struct.error, ValueError, TypeError) as exc:
+            raise LocalProtocolError(f"cannot encode {spec.name}{tuple(fields)!r}: {exc}") from None
+        return self.frame(plain, rand)
+
+    def frame(self, plain: bytes, rand: int | None = None) -> bytes:
+        """Header + masked payload for an already packed plain payload."""
+        if len(plain) > MAX_PAYLOAD:
+            raise LocalProtocolError(f"payload of {len(plain)} bytes exceeds {MAX_PAYLOAD}")
+        mask = (self._rand.getrandbits(8) if rand is None else rand) ^ self.key
+        checksum = (sum(plain) & 0xFF) ^ mask
+        return HEADER.pack(self.code, len(plain), mask, checksum) + plain.translate(_XOR[mask])
+
+    def decoder(self, accept: Iterable[int]) -> StreamDecoder:
+        """A fresh stream decoder that admits only the message types in `accept`."""
+        return StreamDecoder(self.code, accept)
+
+
+class StreamDecoder:
+    """Turns a byte stream of one connection into message records.
+
+    Feed it whatever each read returned; it returns every complete message, in order, and keeps
+    at most one partial packet (< MAX_PACKET bytes) for the next call. The first violation raises
+    :class:`RemoteProtocolError`, and every later call raises it again: the stream is unusable
+    after it (the connection is to be dropped). Messages that preceded the violation in the same
+    call are not returned."""
+
+    __slots__ = ("_accept", "_buffer", "_code", "_error")
+
+    def __init__(self, code: int, accept: Iterable[int]) -> None:
+        self._code = code
+        self._accept = {mtype: SPECS[mtype] for mtype in accept}
+        self._buffer = b""
+        self._error: RemoteProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of an incomplete packet held for the next feed."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[Message]:
+        """Decode `data` (any chunk of the stream). Raises RemoteProtocolError on a violation."""
+        if self._error is not None:
+            raise self._error
+        if self._buffer:
+            data = self._buffer + data
+        messages: list[Message] = []
+        pos, end = 0, len(data)
+        unpack_header = HEADER.unpack_from
+        accept = self._accept
+        try:
+            while end - pos >= HEADER_SIZE:
+                code, length, mask, checksum = unpack_header(data, pos)
+                if code != self._code:
+                    raise RemoteProtocolError(
+                        "bad_code", f"packet code {code}, expected {self._code}"
+                    )
+                if length > MAX_PAYLOAD:
+                    raise RemoteProtocolError("too_long", f"length {length} > {MAX_PAYLOAD}")
+                stop = pos + HEADER_SIZE + length
+                if stop > end:
+                    break
+                plain = data[pos + HEADER_SIZE : stop].translate(_XOR[mask])
+                if sum(plain) & 0xFF != checksum ^ mask:
+                    raise RemoteProtocolError("bad_checksum", f"checksum mismatch ({length} bytes)")
+                if length < 2:
+                    raise RemoteProtocolError("too_short", f"payload of {length} bytes has no type")
+                mtype = plain[0] | plain[1] << 8
+                spec = accept.get(mtype)
+                if spec is None:
+                    raise RemoteProtocolError("unknown_type", f"message type {mtype} not accepted")
+                if length != spec.size:
+                    raise RemoteProtocolError(
+                        "wrong_size", f"{spec.name} of {length} bytes, expected {spec.size}"
+                    )
+                messages.append(spec.unpack(plain))
+                pos = stop
+        except RemoteProtocolError as exc:
+            self._error = exc
+            self._buffer = b""
+            raise
+        self._buffer = data[pos:] if pos < end else b""
+        return messages

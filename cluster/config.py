@@ -1,0 +1,250 @@
+"""The one place where configuration is read, defaulted and validated.
+
+A cluster is configured by one TOML file (every key has a default) and by environment variables
+``CLUSTER_<SECTION>_<KEY>`` that override single keys. :func:`load` returns a frozen
+:class:`Config`; the rest of the code receives that object and never reads the file or the
+environment itself. Any problem raises :class:`ConfigError` whose message names the key
+(``section.key``) and the problem in one line; the CLI prints it and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LINK_MODES = ("systemlink", "non-systemlink")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+BUS_SCHEMES = ("tcp://", "ipc://")
+ENV_PREFIX = "CLUSTER_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown, of the wrong type or out of range."""
+
+
+def _port(default: int) -> Any:
+    return field(default=default, metadata={"range": (1, 65535)})
+
+
+def _ranged(default: float, low: float, high: float | None = None) -> Any:
+    return field(default=default, metadata={"range": (low, high)})
+
+
+def _choice(default: str, choices: tuple[str, ...]) -> Any:
+    return field(default=default, metadata={"choices": choices})
+
+
+@dataclass(frozen=True)
+class ClusterSection:
+    """``[cluster]``: the switches that shape the whole cluster."""
+
+    link_mode: str = _choice("systemlink", LINK_MODES)
+    data_dir: str = "cluster-data"
+    log_level: str = _choice("info", LOG_LEVELS)
+
+
+@dataclass(frozen=True)
+class GatewaySection:
+    """``[gateway]``: the TCP front that clients connect to."""
+
+    host: str = "127.0.0.1"
+    public_host: str = ""  # address given to clients in RES_LOGIN; "" means `host`
+    login_port: int = _port(8091)
+    game_port: int = _port(12211)
+    max_sessions: int = _ranged(15000, 1, 1_000_000)
+    heartbeat_timeout: float = _ranged(40.0, 0)  # seconds of client silence; 0 = off
+    reply_timeout: float = _ranged(
+        10.0, 0.1
+    )  # a login forwarded to a worker must be answered by then
+
+
+@dataclass(frozen=True)
+class BrokerSection:
+    """``[broker]``: the ZeroMQ ROUTER every gateway and worker connects to."""
+
+    bind: str = "tcp://127.0.0.1:5555"
+    endpoint: str = ""  # what the other processes connect to; "" means `bind`
+    heartbeat_interval: float = _ranged(1.0, 0.05, 60)
+    heartbeat_liveness: int = _ranged(3, 1, 100)
+
+
+@dataclass(frozen=True)
+class WorkersSection:
+    """``[workers]``: how many worker processes `cluster up` starts on this host."""
+
+    auth: int = _ranged(2, 0, 256)
+    game: int = _ranged(2, 0, 256)
+
+
+@dataclass(frozen=True)
+class GameSection:
+    """``[game]``: the game (echo) workers."""
+
+    verify_key: bool = True
+    version: int = _ranged(1, -(2**31), 2**31 - 1)
+    pending_key_ttl: float = _ranged(60.0, 0.1)
+    frame_interval: float = _ranged(0.02, 0.001, 1.0)  # longest pause between two loop frames
+
+
+@dataclass(frozen=True)
+class ProtocolSection:
+    """``[protocol]``: the client wire protocol's packet code and XOR keys (PROTOCOL.md)."""
+
+    code: int = _ranged(119, 0, 255)
+    key1: int = _ranged(50, 0, 255)
+    key2: int = _ranged(132, 0, 255)
+
+
+@dataclass(frozen=True)
+class DbSection:
+    """``[db]``: where accounts and monitoring rows live."""
+
+    url: str = ""  # "" means sqlite:///<data_dir>/db
+    pool_size: int = _ranged(10, 1, 1000)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole, validated configuration. Derived defaults (public_host, endpoint, db url) are
+    already resolved, so readers never re-apply defaulting rules."""
+
+    cluster: ClusterSection = field(default_factory=ClusterSection)
+    gateway: GatewaySection = field(default_factory=GatewaySection)
+    broker: BrokerSection = field(default_factory=BrokerSection)
+    workers: WorkersSection = field(default_factory=WorkersSection)
+    game: GameSection = field(default_factory=GameSection)
+    protocol: ProtocolSection = field(default_factory=ProtocolSection)
+    db: DbSection = field(default_factory=DbSection)
+    source: str = ""  # the file it was read from ("" for defaults only)
+
+
+SECTIONS: dict[str, type] = {
+    f.name: f.type if isinstance(f.type, type) else globals()[f.type]
+    for f in dataclasses.fields(Config)
+    if f.name != "source"
+}
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
+    """Read `path` (TOML; None means defaults only), apply ``CLUSTER_<SECTION>_<KEY>`` overrides
+    from `env` (default: ``os.environ``), validate, and return the resolved :class:`Config`.
+
+    Raises :class:`ConfigError` naming the first bad key."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    sections: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"[{name}]: unknown section (known: {', '.join(SECTIONS)})")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: must be a [section] table")
+    overrides = _env_overrides(os.environ if env is None else env)
+    for name, cls in SECTIONS.items():
+        values = dict(raw.get(name, {}))
+        values.update(overrides.get(name, {}))
+        sections[name] = _build_section(name, cls, values)
+    return _resolve(Config(**sections, source=str(path or "")))
+
+
+def _env_overrides(env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for var, text in env.items():
+        if not var.startswith(ENV_PREFIX):
+            continue
+        rest = var[len(ENV_PREFIX) :].lower()
+        section = next((s for s in SECTIONS if rest.startswith(s + "_")), None)
+        if section is None:
+            continue  # CLUSTER_* variables of other tools are not ours to judge
+        key = rest[len(section) + 1 :]
+        fields = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
+        if key not in fields:
+            raise ConfigError(f"{var}: unknown key {section}.{key}")
+        out.setdefault(section, {})[key] = _parse_env(f"{section}.{key}", fields[key], text)
+    return out
+
+
+def _parse_env(key: str, f: dataclasses.Field[Any], text: str) -> Any:
+    kind = _TYPES[str(f.type)]
+    try:
+        if kind is bool:
+            lowered = text.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"{key}: {text!r} (from environment) is not a {kind.__name__}") from None
+
+
+def _build_section(name: str, cls: type, values: dict[str, Any]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in values.items():
+        full = f"{name}.{key}"
+        if key not in fields:
+            raise ConfigError(f"{full}: unknown key (known: {', '.join(fields)})")
+        f = fields[key]
+        values[key] = _check(full, f, value)
+    return cls(**values)
+
+
+def _check(full: str, f: dataclasses.Field[Any], value: Any) -> Any:
+    kind = _TYPES[str(f.type)]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
+        raise ConfigError(f"{full}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+    if "range" in f.metadata:
+        low, high = f.metadata["range"]
+        if value < low or (high is not None and value > high):
+            bounds = f"{low}..{high}" if high is not None else f">= {low}"
+            raise ConfigError(f"{full}: {value} is out of range {bounds}")
+    if "choices" in f.metadata and value not in f.metadata["choices"]:
+        options = " | ".join(repr(c) for c in f.metadata["choices"])
+        raise ConfigError(f"{full}: {value!r} is not one of {options}")
+    return value
+
+
+def _resolve(config: Config) -> Config:
+    gateway, broker, db = config.gateway, config.broker, config.db
+    if not gateway.host:
+        raise ConfigError("gateway.host: must not be empty")
+    if gateway.login_port == gateway.game_port:
+        raise ConfigError(f"gateway.game_port: {gateway.game_port} is also the login_port")
+    for key, url in (("broker.bind", broker.bind), ("broker.endpoint", broker.endpoint)):
+        if url and not url.startswith(BUS_SCHEMES):
+            raise ConfigError(f"{key}: {url!r} must start with tcp:// or ipc://")
+    if not broker.bind:
+        raise ConfigError("broker.bind: must not be empty")
+    url = db.url or f"sqlite:///{Path(config.cluster.data_dir) / 'db'}"
+    if not url.startswith(("sqlite:///", "mysql://")):
+        raise ConfigError(f"db.url: {url!r} must be sqlite:///DIR or mysql://user:pass@host:port")
+    return dataclasses.replace(
+        config,
+        gateway=dataclasses.replace(gateway, public_host=gateway.public_host or gateway.host),
+        broker=dataclasses.replace(broker, endpoint=broker.endpoint or broker.bind),
+        db=dataclasses.replace(db, url=url),
+    )
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """Every key as ``(section.key, type, default)``, for help text and the README table."""
+    rows = []
+    for name, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            rows.append((f"{name}.{f.name}", str(f.type), repr(f.default)))
+    return rows

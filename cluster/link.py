@@ -1,0 +1,213 @@
+"""A process's connection to the broker, driven by an asyncio loop.
+
+:class:`BusLink` owns one DEALER socket. It registers (READY, until WELCOME), heartbeats every
+interval, notices a silent broker after ``interval x liveness`` and reconnects with jittered
+backoff under the same identity (so sessions bound to this process survive a broker restart),
+and re-registers when the broker says RESET.
+
+Reading is not done with ``zmq.asyncio`` (a Future per message, PERF-NOTES.md): the socket's FD
+is watched with ``loop.add_reader`` and drained with NOBLOCK until EAGAIN. That FD is
+edge-triggered, so after any send outside a drain :meth:`BusLink.send` re-checks ``EVENTS`` and
+schedules a drain if messages are already waiting. Every other message is handed, frames and
+all, to the ``on_message`` callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from cluster import bus
+
+log = logging.getLogger("cluster.link")
+
+#: Messages handled per drain before the loop gets a turn.
+BURST = 2000
+HWM = 200_000
+
+
+def make_identity(role: str) -> bytes:
+    """A readable, unique routing identity: ``role@host/pid/random``."""
+    return f"{role}@{socket.gethostname()}/{os.getpid()}/{random.getrandbits(32):08x}".encode()
+
+
+class BusLink:
+    """The DEALER side of the bus for one process.
+
+    ``on_message(frames)`` receives FROM, UNROUTABLE and GONE messages. ``load()`` (optional)
+    returns the session count reported in heartbeats. ``registered`` is set while the broker
+    knows us; ``lost`` counts the times the broker went silent."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        role: str,
+        on_message: Callable[[list[bytes]], None],
+        *,
+        interval: float,
+        liveness: int,
+        info: dict[str, Any] | None = None,
+        load: Callable[[], int] | None = None,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.role = role
+        self.identity = make_identity(role)
+        self.info = {"pid": os.getpid(), "host": socket.gethostname(), **(info or {})}
+        self.on_message = on_message
+        self.interval = interval
+        self.liveness = liveness
+        self.load = load
+        self.context = context or zmq.Context.instance()
+        self.registered = asyncio.Event()
+        self.lost = 0
+        self.socket: zmq.Socket[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_heard = 0.0
+        self._drain_scheduled = False
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect and start heartbeating; returns at once (await ``registered`` for WELCOME)."""
+        self._loop = asyncio.get_running_loop()
+        self._connect()
+        self._task = asyncio.create_task(self._heartbeat(), name=f"bus-heartbeat-{self.role}")
+
+    async def close(self, say_bye: bool = True) -> None:
+        """Stop heartbeating, say BYE (when registered) and close the socket."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self.socket is not None:
+            if say_bye and self.registered.is_set():
+                self._send_now([bus.DISCONNECT])
+            self._disconnect(linger_ms=200)
+
+    def _connect(self) -> None:
+        assert self._loop is not None
+        sock = self.context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.ROUTING_ID, self.identity)
+        sock.setsockopt(zmq.SNDHWM, HWM)
+        sock.setsockopt(zmq.RCVHWM, HWM)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.endpoint)
+        self.socket = sock
+        self._last_heard = time.monotonic()
+        self._loop.add_reader(sock.getsockopt(zmq.FD), self._drain)
+        self._send_ready()
+
+    def _disconnect(self, linger_ms: int = 0) -> None:
+        if self.socket is None:
+            return
+        assert self._loop is not None
+        self._loop.remove_reader(self.socket.getsockopt(zmq.FD))
+        self.socket.close(linger=linger_ms)
+        self.socket = None
+        self.registered.clear()
+
+    def _send_ready(self) -> None:
+        self._send_now([bus.READY, self.role.encode(), bus.pack_info(self.info)])
+
+    async def _heartbeat(self) -> None:
+        backoff = self.interval
+        while True:
+            await asyncio.sleep(self.interval)
+            silent = time.monotonic() - self._last_heard
+            if silent > self.interval * self.liveness:
+                self.lost += 1
+                was = self.registered.is_set()
+                log.warning("broker %s silent for %.1fs; reconnecting", self.endpoint, silent)
+                self._disconnect()
+                if was:
+                    self.on_message([bus.RESET])
+                await asyncio.sleep(random.uniform(0, backoff))
+                backoff = min(backoff * 2, self.interval * 8)
+                self._connect()
+                continue
+            backoff = self.interval
+            if not self.registered.is_set():
+                self._send_ready()
+            elif self.load is not None:
+                self._send_now([bus.HEARTBEAT, bus.pack_load(self.load())])
+            else:
+                self._send_now([bus.HEARTBEAT])
+
+    # -- I/O -------------------------------------------------------------------------------------
+
+    def send(self, frames: list[bytes]) -> bool:
+        """Queue one message for the broker. False when it cannot be queued (no broker link, or
+        the queue is full): the caller still owns the message and must answer for it."""
+        ok = self._send_now(frames)
+        self._check_readable()
+        return ok
+
+    def _send_now(self, frames: list[bytes]) -> bool:
+        if self.socket is None:
+            return False
+        try:
+            self.socket.send_multipart(frames, zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            return False
+
+    def _check_readable(self) -> None:
+        sock = self.socket
+        if (
+            sock is not None
+            and not self._drain_scheduled
+            and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN
+        ):
+            self._drain_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        sock = self.socket
+        if sock is None:
+            return
+        recv = sock.recv_multipart
+        for _ in range(BURST):
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            except zmq.ZMQError:  # the socket was closed by a handler
+                return
+            self._last_heard = time.monotonic()
+            command = frames[0]
+            if command == bus.HEARTBEAT:
+                continue
+            if command == bus.WELCOME:
+                if not self.registered.is_set():
+                    log.info("registered with broker %s as %s", self.endpoint, self.identity)
+                self.registered.set()
+            elif command == bus.RESET:
+                log.warning("broker asked us to register again")
+                self.registered.clear()
+                self._send_ready()
+                self.on_message(frames)
+            else:
+                self.on_message(frames)
+            if self.socket is not sock:
+                return
+        else:
+            # Burst used up: let the loop breathe, then continue.
+            self._drain_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._drain)
+            return
+        self._check_readable()

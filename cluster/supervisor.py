@@ -1,0 +1,173 @@
+"""`cluster up`: this host's roles as child processes, started in order, stopped together.
+
+The broker starts first (everyone connects to it); then the workers and the gateway. Each child
+prints one ``ready ...`` line on stdout once it is listening and registered with the broker; when
+every child has, the supervisor prints its own ``ready`` line with the client addresses. On
+SIGINT/SIGTERM it stops the gateways, then the workers, then the broker (SIGTERM, then SIGKILL
+after a grace period) and exits 0. Children are also bound to the supervisor's life with
+PR_SET_PDEATHSIG, so even a killed supervisor leaves no orphans, and run in their own session,
+so a terminal's Ctrl-C reaches only the supervisor, which then stops them in order.
+
+A child that dies while the cluster runs is reported on stderr; the rest keep running (the broker
+evicts a dead worker and gateways close its clients).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import signal
+import sys
+from dataclasses import dataclass, field
+
+from cluster import runtime
+from cluster.config import Config
+
+log = logging.getLogger("cluster.up")
+
+#: Roles `cluster up` knows, in start order.
+ROLES = ("broker", "game", "gateway")
+READY_TIMEOUT = 30.0
+STOP_GRACE = 10.0
+
+
+@dataclass
+class Child:
+    """One started role process."""
+
+    role: str
+    index: int
+    process: asyncio.subprocess.Process
+    ready: asyncio.Future[str] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    watcher: asyncio.Task[None] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.role}#{self.index}" if self.role in ("game", "auth") else self.role
+
+
+def parse_roles(text: str | None) -> list[str]:
+    """``"broker,game"`` -> ``["broker", "game"]``; raises ValueError naming an unknown role."""
+    if not text:
+        return list(ROLES)
+    roles = [r.strip() for r in text.split(",") if r.strip()]
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown or not roles:
+        raise ValueError(
+            f"--only: unknown role {', '.join(unknown) or '(none)'}; choose from {', '.join(ROLES)}"
+        )
+    return [r for r in ROLES if r in roles]
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+async def _spawn(role: str, index: int, config_path: str | None) -> Child:
+    argv = [sys.executable, "-m", "cluster", role]
+    if config_path:
+        argv += ["--config", config_path]
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
+        start_new_session=True,
+    )
+    child = Child(role, index, process)
+    child.watcher = asyncio.create_task(_watch_stdout(child))
+    return child
+
+
+async def _watch_stdout(child: Child) -> None:
+    assert child.process.stdout is not None
+    async for raw in child.process.stdout:
+        line = raw.decode(errors="replace").rstrip()
+        if line.startswith("ready") and not child.ready.done():
+            child.ready.set_result(line)
+    if not child.ready.done():
+        child.ready.set_exception(RuntimeError(f"{child.name} exited before it was ready"))
+
+
+async def _await_ready(children: list[Child]) -> None:
+    async with asyncio.timeout(READY_TIMEOUT):
+        for child in children:
+            try:
+                await child.ready
+            except RuntimeError:
+                code = await child.process.wait()
+                raise RuntimeError(
+                    f"{child.name} exited with code {code} before it was ready"
+                ) from None
+
+
+async def _stop(children: list[Child]) -> None:
+    for role in ("gateway", "game", "broker"):
+        group = [c for c in children if c.role == role and c.process.returncode is None]
+        for child in group:
+            child.process.send_signal(signal.SIGTERM)
+        if group:
+            await asyncio.wait(
+                [asyncio.create_task(c.process.wait()) for c in group], timeout=STOP_GRACE
+            )
+            for child in group:
+                if child.process.returncode is None:
+                    log.warning("%s did not stop in %.0fs; killing it", child.name, STOP_GRACE)
+                    child.process.kill()
+                    await child.process.wait()
+
+
+async def up(config: Config, config_path: str | None, roles: list[str]) -> int:
+    stop = runtime.stop_event()
+    children: list[Child] = []
+    try:
+        if "broker" in roles:
+            children.append(await _spawn("broker", 1, config_path))
+            await _await_ready(children)
+        for role in roles:
+            if role == "game":
+                for i in range(config.workers.game):
+                    children.append(await _spawn("game", i + 1, config_path))
+            elif role == "gateway":
+                children.append(await _spawn("gateway", 1, config_path))
+        await _await_ready(children)
+    except (RuntimeError, TimeoutError) as exc:
+        why = str(exc) or f"not ready within {READY_TIMEOUT:.0f}s"
+        print(f"cluster up: {why}", file=sys.stderr)
+        await _stop(children)
+        return 1
+    fields = {"roles": ",".join(c.name for c in children)}
+    if "gateway" in roles:
+        fields["game"] = f"{config.gateway.public_host}:{config.gateway.game_port}"
+    runtime.announce_ready(**fields)
+
+    exits = {asyncio.create_task(c.process.wait()): c for c in children}
+    stopping = asyncio.create_task(stop.wait())
+    while not stop.is_set() and exits:
+        done, _ = await asyncio.wait({*exits, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            child = exits.pop(task, None)
+            if child is not None:
+                log.error(
+                    "%s (pid %d) exited with code %s",
+                    child.name,
+                    child.process.pid,
+                    child.process.returncode,
+                )
+    if not exits and not stop.is_set():
+        log.error("every role has exited")
+        return 1
+    log.info("stopping %d processes", sum(c.process.returncode is None for c in children))
+    await _stop(children)
+    return 0
+
+
+def serve(config: Config, config_path: str | None, roles: list[str]) -> int:
+    return runtime.run(up(config, config_path, roles))

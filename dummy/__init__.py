@@ -1,0 +1,1 @@
+"""Clients that speak the wire protocol: the test/load client and (later) the load runner."""

@@ -1,0 +1,112 @@
+"""A plain game-port client over asyncio streams, driven by the shared codec.
+
+For tests, tools and as the building block of the load runner: connect, log in, echo, heartbeat,
+read replies, and tell when the server closed the connection. It is not a hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+from cluster.codec import Codec
+from cluster.messages import (
+    GAME_VERSION,
+    SERVER_MESSAGES,
+    SESSION_KEY_SIZE,
+    GameReqEcho,
+    GameReqHeartbeat,
+    GameReqLogin,
+    GameResLogin,
+    Message,
+)
+
+
+class ServerClosed(ConnectionError):
+    """The server closed the connection."""
+
+
+class GameClient:
+    """One connection to a gateway's game port."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, codec: Codec):
+        self.reader = reader
+        self.writer = writer
+        self.codec = codec
+        self.decoder = codec.decoder(SERVER_MESSAGES)
+        self._received: deque[Message] = deque()
+        self.account_no = 0
+
+    @classmethod
+    async def connect(cls, host: str, port: int, codec: Codec | None = None) -> GameClient:
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(reader, writer, codec or Codec())
+
+    def send(self, message: Any) -> None:
+        """Queue one message (written with the next drain or at once by the transport)."""
+        self.writer.write(self.codec.encode(message))
+
+    def send_raw(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def recv(self, timeout: float = 5.0) -> Message:
+        """The next message from the server; ServerClosed at EOF, TimeoutError after `timeout`."""
+        async with asyncio.timeout(timeout):
+            while not self._received:
+                data = await self.reader.read(65536)
+                if not data:
+                    raise ServerClosed("server closed the connection")
+                self._received.extend(self.decoder.feed(data))
+        return self._received.popleft()
+
+    async def login(
+        self,
+        account_no: int,
+        session_key: bytes = b"\0" * SESSION_KEY_SIZE,
+        version: int = GAME_VERSION,
+        timeout: float = 5.0,
+    ) -> GameResLogin:
+        """Send CS_GAME_REQ_LOGIN and return the server's CS_GAME_RES_LOGIN."""
+        self.account_no = account_no
+        self.send(GameReqLogin(account_no, session_key, version))
+        await self.writer.drain()
+        reply = await self.recv(timeout)
+        if not isinstance(reply, GameResLogin):
+            raise AssertionError(f"expected GameResLogin, got {reply!r}")
+        return reply
+
+    async def echo(self, count: int = 1, first_tick: int = 0, timeout: float = 10.0) -> list[Any]:
+        """Send `count` pipelined echoes (SendTick first_tick, first_tick+1, ...) in one write and
+        return the `count` replies in the order received."""
+        self.writer.write(
+            b"".join(
+                self.codec.encode(GameReqEcho(self.account_no, first_tick + i))
+                for i in range(count)
+            )
+        )
+        await self.writer.drain()
+        return [await self.recv(timeout) for _ in range(count)]
+
+    def heartbeat(self) -> None:
+        self.send(GameReqHeartbeat())
+
+    async def wait_closed(self, timeout: float = 5.0) -> bool:
+        """True once the server has closed the connection (replies before that are discarded);
+        False if it is still open after `timeout`."""
+        try:
+            async with asyncio.timeout(timeout):
+                while await self.reader.read(65536):
+                    pass
+        except TimeoutError:
+            return False
+        except ConnectionError:
+            pass
+        return True
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except ConnectionError:
+            pass

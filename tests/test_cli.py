@@ -1,0 +1,158 @@
+"""The `cluster` console script: `up` and its children, bad configuration, help."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from cluster.messages import GameLoginStatus, GameResEcho
+from dummy.client import GameClient
+from tests.harness import run, write_config
+
+
+def _cluster(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cluster", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+
+
+def _children(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children(recursive=True)
+
+
+def test_up_starts_every_role_serves_clients_and_stops_without_orphans(make_cluster):
+    cluster = make_cluster(workers={"game": 2})
+    up = cluster.start("up")
+    assert f"game=127.0.0.1:{cluster.game_port}" in up.ready_line
+    assert "roles=broker,game#1,game#2,gateway" in up.ready_line
+    children = _children(up.pid)
+    assert len(children) == 4
+
+    async def scenario():
+        client = await GameClient.connect("127.0.0.1", cluster.game_port)
+        assert (await client.login(9)).status == GameLoginStatus.OK
+        return await client.echo(100)
+
+    assert run(scenario()) == [GameResEcho(9, i) for i in range(100)]
+    assert up.stop(signal.SIGTERM) == 0
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert alive == []
+
+
+def test_up_on_sigint_also_exits_zero(make_cluster):
+    cluster = make_cluster(workers={"game": 1})
+    up = cluster.start("up")
+    children = _children(up.pid)
+    assert up.stop(signal.SIGINT) == 0
+    assert psutil.wait_procs(children, timeout=5)[1] == []
+
+
+def test_killed_supervisor_leaves_no_orphans(make_cluster):
+    cluster = make_cluster(workers={"game": 1})
+    up = cluster.start("up")
+    children = _children(up.pid)
+    assert len(children) == 3
+    up.kill()
+    assert psutil.wait_procs(children, timeout=5)[1] == []
+
+
+def test_up_only_starts_the_named_roles(make_cluster):
+    cluster = make_cluster(workers={"game": 2})
+    up = cluster.start("up", "--only", "broker,game")
+    assert "roles=broker,game#1,game#2" in up.ready_line
+    assert "gateway" not in up.ready_line
+    names = sorted(" ".join(p.cmdline()[3:4]) for p in _children(up.pid))
+    assert names == ["broker", "game", "game"]
+    gateway = cluster.start("up", "--only", "gateway")  # another host's share, same config
+
+    async def scenario():
+        client = await GameClient.connect("127.0.0.1", cluster.game_port)
+        return (await client.login(3)).status
+
+    assert run(scenario()) == GameLoginStatus.OK
+    assert gateway.stop() == 0
+    assert up.stop() == 0
+
+
+def test_up_only_with_an_unknown_role_exits_2():
+    result = _cluster("up", "--only", "broker,chat")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "chat" in result.stderr
+
+
+def test_env_variable_overrides_the_file(make_cluster, free_port_env):
+    cluster = make_cluster()
+    port, env = free_port_env
+    cluster.start("broker")
+    cluster.start("game")
+    gateway = cluster.start("gateway", env=env)
+    assert f"game=127.0.0.1:{port}" in gateway.ready_line
+
+
+@pytest.fixture
+def free_port_env():
+    from tests.harness import free_ports
+
+    port = free_ports(1)[0]
+    return port, {"CLUSTER_GATEWAY_GAME_PORT": str(port)}
+
+
+BAD_CONFIGS = [
+    ({"gateway": {"game_port": 70000}}, "gateway.game_port"),
+    ({"gateway": {"game_port": "high"}}, "gateway.game_port"),
+    ({"cluster": {"link_mode": "sometimes"}}, "cluster.link_mode"),
+    ({"broker": {"heartbeat_liveness": 0}}, "broker.heartbeat_liveness"),
+    ({"game": {"verify_kee": True}}, "game.verify_kee"),
+    ({"chat": {"port": 1}}, "[chat]"),
+]
+
+
+@pytest.mark.parametrize("role", ["up", "broker", "gateway", "game"])
+@pytest.mark.parametrize(("sections", "key"), BAD_CONFIGS, ids=[k for _, k in BAD_CONFIGS])
+def test_bad_config_exits_2_with_one_line_naming_the_key(tmp_path, role, sections, key):
+    path = write_config(tmp_path / "bad.toml", sections)
+    result = _cluster(role, "--config", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert key in lines[0]
+    assert result.stdout == ""
+
+
+def test_bad_environment_value_exits_2_naming_the_variable(tmp_path):
+    env = {**os.environ, "CLUSTER_GATEWAY_MAX_SESSIONS": "lots"}
+    result = _cluster("config", env=env)
+    assert result.returncode == 2
+    assert "gateway.max_sessions" in result.stderr
+
+
+def test_missing_config_file_exits_2(tmp_path):
+    result = _cluster("broker", "--config", str(tmp_path / "nope.toml"))
+    assert result.returncode == 2
+    assert "nope.toml" in result.stderr
+
+
+def test_config_prints_the_effective_configuration(tmp_path):
+    path = write_config(tmp_path / "c.toml", {"gateway": {"host": "0.0.0.0", "game_port": 4000}})
+    result = _cluster("config", "--config", str(path))
+    assert result.returncode == 0
+    assert 'public_host = "0.0.0.0"' in result.stdout  # defaulted from host
+    assert "game_port = 4000" in result.stdout
+
+
+@pytest.mark.parametrize("command", [[], ["up"], ["broker"], ["gateway"], ["game"], ["config"]])
+def test_help_is_available_for_every_command(command):
+    result = _cluster(*command, "--help")
+    assert result.returncode == 0
+    assert "usage: cluster" in result.stdout
+    assert "--config" in result.stdout or not command

@@ -1,0 +1,1 @@
+"""Worker processes: game (echo) workers, and auth workers."""
