@@ -85,7 +85,7 @@ class Codec:
             raise LocalProtocolError(f"no such message type {mtype}")
         try:
             plain = spec.pack(tuple(fields))
-        except (struct.error, ValueError, TypeError) as exc:
+        except (struct.error, ValueError, TypeError, IndexError, AttributeError) as exc:
             raise LocalProtocolError(f"cannot encode {spec.name}{tuple(fields)!r}: {exc}") from None
         return self.frame(plain, rand)
 
@@ -93,7 +93,11 @@ class Codec:
         """Header + masked payload for an already packed plain payload."""
         if len(plain) > MAX_PAYLOAD:
             raise LocalProtocolError(f"payload of {len(plain)} bytes exceeds {MAX_PAYLOAD}")
-        mask = (self._rand.getrandbits(8) if rand is None else rand) ^ self.key
+        if rand is None:
+            rand = self._rand.getrandbits(8)
+        elif not 0 <= rand <= 255:
+            raise LocalProtocolError(f"rand must be 0..255, got {rand}")
+        mask = rand ^ self.key
         checksum = (sum(plain) & 0xFF) ^ mask
         return HEADER.pack(self.code, len(plain), mask, checksum) + plain.translate(_XOR[mask])
 

@@ -10,6 +10,7 @@ environment itself. Any problem raises :class:`ConfigError` whose message names 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -208,6 +209,8 @@ def _check(full: str, f: dataclasses.Field[Any], value: Any) -> Any:
         value = float(value)
     if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise ConfigError(f"{full}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"{full}: {value} is not a finite number")
     if "range" in f.metadata:
         low, high = f.metadata["range"]
         if value < low or (high is not None and value > high):

@@ -30,7 +30,7 @@ def test_readme_defaults_match_the_code():
 
 
 def test_readme_commands_exist_in_the_cli():
-    commands = set(build_parser()._subparsers._group_actions[0].choices)  # noqa: SLF001
+    commands = set(build_parser()._subparsers._group_actions[0].choices)
     for command in re.findall(r"^cluster ([a-z|]+)", README, re.MULTILINE):
         for name in command.split("|"):
             assert name in commands, name

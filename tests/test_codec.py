@@ -1,0 +1,596 @@
+"""Unit tests of the sans-I/O client codec (cluster/codec.py, cluster/messages.py).
+
+Well-formed packets come from ``Codec``; malformed ones are built by :func:`raw_packet`, which
+follows PROTOCOL.md's XOR rule independently of the codec (only ``codec.HEADER`` is shared).
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cluster import codec
+from cluster.codec import (
+    HEADER,
+    MAX_PACKET,
+    MAX_PAYLOAD,
+    VIOLATIONS,
+    Codec,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    StreamDecoder,
+)
+from cluster.messages import (
+    GAME_CLIENT_MESSAGES,
+    LOGIN_CLIENT_MESSAGES,
+    SERVER_MESSAGES,
+    SPECS,
+    GameLoginStatus,
+    GameReqEcho,
+    GameReqHeartbeat,
+    GameReqLogin,
+    GameResEcho,
+    GameResLogin,
+    LoginReqLogin,
+    LoginResLogin,
+    LoginStatus,
+)
+
+DEFAULT_K = 50 ^ 132  # 0xB6
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+ALL_TYPES = frozenset(SPECS)
+
+KOREAN_20 = "가나다라마바사아자차카타파하거너더러머버"  # 20 UTF-16 units, the field maximum
+EMOJI_10 = "😀" * 10  # 10 surrogate pairs = 20 UTF-16 units
+
+
+def raw_packet(
+    plain: bytes,
+    *,
+    code: int = 119,
+    key: int = DEFAULT_K,
+    rand: int = 0x5A,
+    length: int | None = None,
+    checksum: int | None = None,
+) -> bytes:
+    """A packet per PROTOCOL.md: header ``code len R^K cs^R^K``, payload ``plain ^ R ^ K``.
+    `length` and `checksum` (the plain checksum, before masking) may be forced to lie."""
+    mask = rand ^ key
+    plain_cs = sum(plain) % 256 if checksum is None else checksum
+    size = len(plain) if length is None else length
+    return HEADER.pack(code, size, mask, plain_cs ^ mask) + bytes(b ^ mask for b in plain)
+
+
+def type_bytes(mtype: int) -> bytes:
+    return struct.pack("<H", mtype)
+
+
+def echo_plain(account_no: int = 7, send_tick: int = 123456) -> bytes:
+    return struct.pack("<Hqq", GameReqEcho.TYPE, account_no, send_tick)
+
+
+def feed_all(decoder: StreamDecoder, chunks: list[bytes]) -> list[object]:
+    out: list[object] = []
+    for chunk in chunks:
+        out.extend(decoder.feed(chunk))
+        assert decoder.buffered <= MAX_PACKET - 1
+    return out
+
+
+# One representative instance of every message type, with the extremes of each field.
+REPRESENTATIVES = [
+    LoginReqLogin(account_no=INT64_MIN, session_key=bytes(range(64))),  # starts with NUL
+    LoginResLogin(
+        account_no=INT64_MAX,
+        status=LoginStatus.OK,
+        user_id=KOREAN_20,
+        nickname=EMOJI_10,
+        game_server_ip="255.255.255.255",
+        game_server_port=65535,
+        chat_server_ip="ABCDEFGHIJKLMNOP",  # 16 chars, the field maximum
+        chat_server_port=0,
+    ),
+    GameReqLogin(account_no=-1, session_key=b"key" + b"\x00" * 60 + b"\xff", version=-(2**31)),
+    GameResLogin(status=GameLoginStatus.VERSION_MISS, account_no=INT64_MIN),
+    GameReqEcho(account_no=INT64_MAX, send_tick=INT64_MIN),
+    GameResEcho(account_no=INT64_MIN, send_tick=INT64_MAX),
+    GameReqHeartbeat(),
+]
+
+CODEC_SETTINGS = [(119, 50, 132), (7, 0, 0), (255, 255, 1), (0, 13, 13)]
+
+
+def test_representatives_cover_every_spec() -> None:
+    assert {m.TYPE for m in REPRESENTATIVES} == set(SPECS)
+
+
+def test_accept_sets_partition_the_specs() -> None:
+    assert GAME_CLIENT_MESSAGES | LOGIN_CLIENT_MESSAGES | SERVER_MESSAGES == ALL_TYPES
+    assert not GAME_CLIENT_MESSAGES & SERVER_MESSAGES
+    assert not LOGIN_CLIENT_MESSAGES & SERVER_MESSAGES
+
+
+# ---------------------------------------------------------------- the PROTOCOL.md test vector
+
+
+def test_frame_matches_protocol_test_vector() -> None:
+    assert Codec().frame(bytes([0xE8, 0x03]), rand=0x11) == bytes.fromhex("770200a74c4fa4")
+
+
+def test_protocol_test_vector_header_fields() -> None:
+    packet = Codec().frame(bytes([0xE8, 0x03]), rand=0x11)
+    code, length, sent_r, sent_cs = HEADER.unpack_from(packet)
+    assert code == 119
+    assert length == 2
+    assert sent_r == 0x11 ^ 0xB6 == 0xA7
+    assert (0xE8 + 0x03) % 256 == 0xEB
+    assert sent_cs == 0xEB ^ 0x11 ^ 0xB6 == 0x4C
+    assert packet[5:] == bytes([0xE8 ^ 0xA7, 0x03 ^ 0xA7]) == bytes.fromhex("4fa4")
+
+
+def test_protocol_test_vector_passes_the_checksum_and_fails_only_on_type() -> None:
+    # Type 1000 is not a message, so the best a decoder can do is get past the checksum.
+    decoder = Codec().decoder(ALL_TYPES)
+    with pytest.raises(RemoteProtocolError) as info:
+        decoder.feed(bytes.fromhex("770200a74c4fa4"))
+    assert info.value.reason == "unknown_type"
+
+
+def test_vector_rule_with_a_real_message_type() -> None:
+    # Same construction as the vector, with type 5002 (REQ_HEARTBEAT, plain "8a 13"):
+    # cs = 0x9d, sent as 0x9d ^ 0xa7 = 0x3a; payload 8a^a7 = 2d, 13^a7 = b4.
+    expected = bytes.fromhex("770200a73a2db4")
+    plain = type_bytes(GameReqHeartbeat.TYPE)
+    assert plain == bytes([0x8A, 0x13])
+    assert Codec().frame(plain, rand=0x11) == expected
+    assert raw_packet(plain, rand=0x11) == expected
+    assert Codec().encode(GameReqHeartbeat(), rand=0x11) == expected
+    assert Codec().decoder(GAME_CLIENT_MESSAGES).feed(expected) == [GameReqHeartbeat()]
+
+
+def test_frame_header_carries_code_len_mask_and_masked_checksum() -> None:
+    plain = echo_plain()
+    packet = Codec(code=42, key1=1, key2=2).frame(plain, rand=0x80)
+    code, length, sent_r, sent_cs = HEADER.unpack_from(packet)
+    mask = 0x80 ^ 1 ^ 2
+    assert (code, length, sent_r) == (42, len(plain), mask)
+    assert sent_cs == (sum(plain) % 256) ^ mask
+    assert bytes(b ^ mask for b in packet[5:]) == plain
+
+
+def test_frame_uses_random_r_when_not_given() -> None:
+    c = Codec()
+    masks = {HEADER.unpack_from(c.frame(b"\x00\x00"))[2] for _ in range(200)}
+    assert len(masks) > 1
+
+
+# ---------------------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("settings_", CODEC_SETTINGS, ids=lambda s: f"code{s[0]}-k{s[1]}-{s[2]}")
+@pytest.mark.parametrize("rand", [0, 0xB6, 255])
+@pytest.mark.parametrize("message", REPRESENTATIVES, ids=lambda m: type(m).__name__)
+def test_every_message_round_trips(
+    message: object, rand: int, settings_: tuple[int, int, int]
+) -> None:
+    c = Codec(*settings_)
+    packet = c.encode(message, rand=rand)
+    assert len(packet) == 5 + SPECS[message.TYPE].size  # type: ignore[attr-defined]
+    assert packet == raw_packet(
+        SPECS[message.TYPE].pack(tuple(message)),  # type: ignore[attr-defined]
+        code=settings_[0],
+        key=settings_[1] ^ settings_[2],
+        rand=rand,
+    )
+    decoded = c.decoder(ALL_TYPES).feed(packet)
+    assert decoded == [message]
+    assert type(decoded[0]) is type(message)
+
+
+@pytest.mark.parametrize("message", REPRESENTATIVES, ids=lambda m: type(m).__name__)
+def test_encode_fields_equals_encode(message: object) -> None:
+    c = Codec()
+    assert c.encode_fields(message.TYPE, tuple(message), rand=9) == c.encode(  # type: ignore[attr-defined]
+        message, rand=9
+    )
+
+
+@pytest.mark.parametrize(
+    ("accept", "messages"),
+    [
+        (GAME_CLIENT_MESSAGES, [m for m in REPRESENTATIVES if m.TYPE in GAME_CLIENT_MESSAGES]),
+        (LOGIN_CLIENT_MESSAGES, [m for m in REPRESENTATIVES if m.TYPE in LOGIN_CLIENT_MESSAGES]),
+        (SERVER_MESSAGES, [m for m in REPRESENTATIVES if m.TYPE in SERVER_MESSAGES]),
+    ],
+    ids=["game-client", "login-client", "server"],
+)
+def test_each_side_decodes_its_own_messages(accept: frozenset[int], messages: list[object]) -> None:
+    c = Codec()
+    stream = b"".join(c.encode(m) for m in messages)
+    assert c.decoder(accept).feed(stream) == messages
+
+
+def test_session_key_keeps_all_64_bytes_including_nuls() -> None:
+    key = b"\x00" * 10 + b"abc" + b"\x00" * 51
+    c = Codec()
+    (decoded,) = c.decoder(LOGIN_CLIENT_MESSAGES).feed(c.encode(LoginReqLogin(5, key)))
+    assert decoded.session_key == key
+    assert len(decoded.session_key) == 64
+
+
+def test_wchar_fields_are_utf16le_nul_padded_on_the_wire() -> None:
+    message = LoginResLogin(1, LoginStatus.OK, "가", "", "1.2.3.4", 1, "", 2)
+    plain = SPECS[LoginResLogin.TYPE].pack(tuple(message))
+    user_id = plain[2 + 8 + 1 : 2 + 8 + 1 + 40]
+    assert user_id == "가".encode("utf-16-le") + b"\x00" * 38
+    assert len(plain) == 159
+
+
+def test_empty_and_short_text_round_trips() -> None:
+    message = LoginResLogin(0, LoginStatus.FAIL, "", "a", "", 0, "x", 0)
+    c = Codec()
+    assert c.decoder(SERVER_MESSAGES).feed(c.encode(message)) == [message]
+
+
+def test_invalid_utf16_from_peer_decodes_with_replacement() -> None:
+    # A lone high surrogate in user_id: the decoder must not blow up on the peer's text.
+    body = struct.pack("<qB40s40s32sH32sH", 1, 1, b"\x00\xd8A\x00", b"", b"", 1, b"", 1)
+    packet = raw_packet(type_bytes(LoginResLogin.TYPE) + body)
+    (decoded,) = Codec().decoder(SERVER_MESSAGES).feed(packet)
+    assert decoded.user_id == "\ufffdA"
+
+
+# ------------------------------------------------------------------------------- streaming
+
+
+def _mixed_stream(c: Codec) -> tuple[list[object], bytes]:
+    messages: list[object] = []
+    for i in range(12):
+        messages.append(GameReqEcho(account_no=i - 6, send_tick=INT64_MAX - i))
+        if i % 3 == 0:
+            messages.append(GameReqHeartbeat())
+        if i % 5 == 0:
+            messages.append(GameReqLogin(i, bytes([i]) * 64, 1))
+    stream = b"".join(c.encode(m, rand=(37 * n) % 256) for n, m in enumerate(messages))
+    return messages, stream
+
+
+def test_stream_split_at_every_offset_yields_the_same_messages() -> None:
+    c = Codec()
+    messages, stream = _mixed_stream(c)
+    for cut in range(len(stream) + 1):
+        decoder = c.decoder(GAME_CLIENT_MESSAGES)
+        assert feed_all(decoder, [stream[:cut], stream[cut:]]) == messages, cut
+        assert decoder.buffered == 0
+
+
+def test_stream_fed_one_byte_at_a_time_yields_the_same_messages() -> None:
+    c = Codec()
+    messages, stream = _mixed_stream(c)
+    decoder = c.decoder(GAME_CLIENT_MESSAGES)
+    chunks = [stream[i : i + 1] for i in range(len(stream))]
+    assert feed_all(decoder, chunks) == messages
+    assert decoder.buffered == 0
+
+
+def test_many_packets_in_one_chunk_yield_all_messages_in_order() -> None:
+    c = Codec()
+    messages = [GameReqEcho(n, -n) for n in range(500)]
+    stream = b"".join(c.encode(m) for m in messages)
+    assert c.decoder(GAME_CLIENT_MESSAGES).feed(stream) == messages
+
+
+def test_partial_packet_is_buffered_and_empty_feed_is_harmless() -> None:
+    c = Codec()
+    packet = c.encode(GameReqEcho(1, 2))
+    decoder = c.decoder(GAME_CLIENT_MESSAGES)
+    assert decoder.feed(b"") == []
+    assert decoder.feed(packet[:3]) == []
+    assert decoder.buffered == 3
+    assert decoder.feed(packet[3:-1]) == []
+    assert decoder.buffered == len(packet) - 1
+    assert decoder.feed(b"") == []
+    assert decoder.feed(packet[-1:]) == [GameReqEcho(1, 2)]
+    assert decoder.buffered == 0
+
+
+def test_max_length_packet_is_buffered_whole_then_judged() -> None:
+    plain = echo_plain() + bytes(MAX_PAYLOAD - 18)
+    packet = raw_packet(plain)
+    assert len(packet) == MAX_PACKET
+    decoder = Codec().decoder(GAME_CLIENT_MESSAGES)
+    assert decoder.feed(packet[:-1]) == []
+    assert decoder.buffered == MAX_PACKET - 1
+    with pytest.raises(RemoteProtocolError) as info:
+        decoder.feed(packet[-1:])
+    assert info.value.reason == "wrong_size"
+
+
+def test_decoder_from_codec_with_other_keys_still_decodes() -> None:
+    # The header carries R ^ K, so decoding never needs K (PROTOCOL.md's rule cancels it).
+    packet = Codec(key1=1, key2=2).encode(GameReqEcho(3, 4))
+    assert Codec().decoder(GAME_CLIENT_MESSAGES).feed(packet) == [GameReqEcho(3, 4)]
+
+
+int64 = st.integers(INT64_MIN, INT64_MAX)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    fields=st.lists(st.tuples(int64, int64, st.integers(0, 255)), min_size=1, max_size=25),
+    code=st.integers(0, 255),
+    key1=st.integers(0, 255),
+    key2=st.integers(0, 255),
+    data=st.data(),
+)
+def test_property_echoes_survive_random_splits(
+    fields: list[tuple[int, int, int]], code: int, key1: int, key2: int, data: st.DataObject
+) -> None:
+    c = Codec(code, key1, key2)
+    messages = [GameReqEcho(a, t) for a, t, _ in fields]
+    stream = b"".join(c.encode(m, rand=r) for m, (_, _, r) in zip(messages, fields, strict=True))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=12), label="cuts"))
+    bounds = [0, *cuts, len(stream)]
+    chunks = [stream[a:b] for a, b in itertools.pairwise(bounds)]
+    decoder = c.decoder(GAME_CLIENT_MESSAGES)
+    assert feed_all(decoder, chunks) == messages
+    assert decoder.buffered == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunks=st.lists(st.binary(max_size=64), max_size=20))
+def test_property_garbage_only_raises_remote_protocol_errors(chunks: list[bytes]) -> None:
+    decoder = Codec().decoder(ALL_TYPES)
+    try:
+        for chunk in chunks:
+            decoder.feed(chunk)
+            assert decoder.buffered <= MAX_PACKET - 1
+    except RemoteProtocolError as exc:
+        assert exc.reason in VIOLATIONS
+
+
+# ----------------------------------------------------------------------- remote violations
+
+GOOD_ECHO = raw_packet(echo_plain())
+
+
+def _flip_last_byte(packet: bytes) -> bytes:
+    return packet[:-1] + bytes([packet[-1] ^ 0x01])
+
+
+VIOLATION_CASES = [
+    ("bad_code", "code-120", raw_packet(echo_plain(), code=120)),
+    ("bad_code", "code-0", raw_packet(echo_plain(), code=0)),
+    ("too_long", "len-5001", raw_packet(b"", length=MAX_PAYLOAD + 1)),
+    ("too_long", "len-65535", raw_packet(b"", length=0xFFFF)),
+    ("bad_checksum", "flipped-payload-byte", _flip_last_byte(GOOD_ECHO)),
+    (
+        "bad_checksum",
+        "wrong-header-checksum",
+        raw_packet(echo_plain(), checksum=(sum(echo_plain()) + 1) % 256),
+    ),
+    ("too_short", "len-0", raw_packet(b"")),
+    ("too_short", "len-1", raw_packet(b"\x88")),
+    ("unknown_type", "server-message", raw_packet(struct.pack("<Hqq", GameResEcho.TYPE, 1, 2))),
+    ("unknown_type", "type-9999", raw_packet(type_bytes(9999) + bytes(16))),
+    ("unknown_type", "login-message", raw_packet(type_bytes(LoginReqLogin.TYPE) + bytes(72))),
+    ("wrong_size", "one-extra-byte", raw_packet(echo_plain() + b"\x00")),
+    ("wrong_size", "one-missing-byte", raw_packet(echo_plain()[:-1])),
+    ("wrong_size", "heartbeat-extra-byte", raw_packet(type_bytes(GameReqHeartbeat.TYPE) + b"\x01")),
+]
+
+
+def test_violation_cases_cover_every_reason() -> None:
+    assert {reason for reason, _, _ in VIOLATION_CASES} == set(VIOLATIONS)
+
+
+@pytest.mark.parametrize(
+    ("reason", "packet"),
+    [
+        pytest.param(reason, packet, id=f"{reason}-{name}")
+        for reason, name, packet in VIOLATION_CASES
+    ],
+)
+def test_violation_raises_with_its_reason(reason: str, packet: bytes) -> None:
+    decoder = Codec().decoder(GAME_CLIENT_MESSAGES)
+    with pytest.raises(RemoteProtocolError) as info:
+        decoder.feed(packet)
+    assert info.value.reason == reason
+    assert str(info.value).startswith(reason + ":")
+    assert isinstance(info.value, ProtocolError)
+    assert not isinstance(info.value, LocalProtocolError)
+
+
+@pytest.mark.parametrize(
+    ("reason", "packet"),
+    [
+        pytest.param(reason, packet, id=f"{reason}-{name}")
+        for reason, name, packet in VIOLATION_CASES
+    ],
+)
+def test_violation_is_sticky(reason: str, packet: bytes) -> None:
+    decoder = Codec().decoder(GAME_CLIENT_MESSAGES)
+    with pytest.raises(RemoteProtocolError) as first:
+        decoder.feed(GOOD_ECHO + packet)  # the good message before it is not returned
+    for later in (b"", GOOD_ECHO, packet):
+        with pytest.raises(RemoteProtocolError) as again:
+            decoder.feed(later)
+        assert again.value.reason == reason
+        assert again.value is first.value
+    assert decoder.buffered == 0
+
+
+def test_violation_split_across_feeds_raises_on_completion() -> None:
+    packet = _flip_last_byte(GOOD_ECHO)
+    decoder = Codec().decoder(GAME_CLIENT_MESSAGES)
+    assert decoder.feed(GOOD_ECHO + packet[:-1]) == [GameReqEcho(7, 123456)]
+    with pytest.raises(RemoteProtocolError) as info:
+        decoder.feed(packet[-1:])
+    assert info.value.reason == "bad_checksum"
+
+
+def test_too_long_is_raised_as_soon_as_the_header_arrives() -> None:
+    header = raw_packet(b"", length=MAX_PAYLOAD + 1)
+    assert len(header) == 5
+    decoder = Codec().decoder(GAME_CLIENT_MESSAGES)
+    assert decoder.feed(header[:4]) == []
+    with pytest.raises(RemoteProtocolError) as info:
+        decoder.feed(header[4:])  # no payload byte has arrived
+    assert info.value.reason == "too_long"
+
+
+def test_len_5000_header_alone_is_not_too_long() -> None:
+    decoder = Codec().decoder(GAME_CLIENT_MESSAGES)
+    assert decoder.feed(raw_packet(b"", length=MAX_PAYLOAD)) == []
+    assert decoder.buffered == 5
+
+
+def test_server_message_is_unknown_to_a_client_messages_decoder() -> None:
+    c = Codec()
+    for message in (GameResEcho(1, 2), GameResLogin(1, 2)):
+        with pytest.raises(RemoteProtocolError) as info:
+            c.decoder(GAME_CLIENT_MESSAGES).feed(c.encode(message))
+        assert info.value.reason == "unknown_type"
+
+
+def test_client_message_is_unknown_to_a_server_messages_decoder() -> None:
+    c = Codec()
+    with pytest.raises(RemoteProtocolError) as info:
+        c.decoder(SERVER_MESSAGES).feed(c.encode(GameReqEcho(1, 2)))
+    assert info.value.reason == "unknown_type"
+
+
+def test_decoder_with_non_default_code_rejects_default_code() -> None:
+    packet = Codec().encode(GameReqEcho(1, 2))
+    with pytest.raises(RemoteProtocolError) as info:
+        Codec(code=120).decoder(GAME_CLIENT_MESSAGES).feed(packet)
+    assert info.value.reason == "bad_code"
+
+
+def test_decoder_with_non_default_code_accepts_its_own_code() -> None:
+    c = Codec(code=120)
+    assert c.decoder(GAME_CLIENT_MESSAGES).feed(c.encode(GameReqEcho(1, 2))) == [GameReqEcho(1, 2)]
+
+
+# ------------------------------------------------------------------------- local errors
+
+
+def test_max_size_payload_is_framed() -> None:
+    packet = Codec().frame(bytes(MAX_PAYLOAD), rand=3)
+    assert len(packet) == MAX_PACKET
+    assert HEADER.unpack_from(packet)[1] == MAX_PAYLOAD
+
+
+def test_oversize_payload_raises_local_protocol_error() -> None:
+    with pytest.raises(LocalProtocolError):
+        Codec().frame(bytes(MAX_PAYLOAD + 1))
+
+
+@pytest.mark.parametrize("size", [0, 63, 65])
+@pytest.mark.parametrize("mtype", [LoginReqLogin.TYPE, GameReqLogin.TYPE])
+def test_wrong_length_session_key_raises_local_protocol_error(mtype: int, size: int) -> None:
+    fields = (1, b"k" * size) if mtype == LoginReqLogin.TYPE else (1, b"k" * size, 1)
+    with pytest.raises(LocalProtocolError):
+        Codec().encode_fields(mtype, fields)
+
+
+@pytest.mark.parametrize(
+    ("index", "text"),
+    [
+        (2, "a" * 21),
+        (3, KOREAN_20 + "가"),
+        (3, "😀" * 10 + "a"),  # 21 UTF-16 units though only 11 code points
+        (4, "1" * 17),
+        (6, "1" * 17),
+    ],
+    ids=["user_id-21", "nickname-korean-21", "nickname-emoji-21-units", "game_ip-17", "chat_ip-17"],
+)
+def test_too_long_wchar_raises_local_protocol_error(index: int, text: str) -> None:
+    fields = list(REPRESENTATIVES[1])
+    fields[index] = text
+    with pytest.raises(LocalProtocolError):
+        Codec().encode(LoginResLogin(*fields))
+
+
+def test_unencodable_text_raises_local_protocol_error() -> None:
+    message = LoginResLogin(1, LoginStatus.OK, "\ud800", "", "", 1, "", 1)  # lone surrogate
+    with pytest.raises(LocalProtocolError):
+        Codec().encode(message)
+
+
+@pytest.mark.parametrize("mtype", [0, 1000, 9999, 10002])
+def test_unknown_type_to_encode_fields_raises_local_protocol_error(mtype: int) -> None:
+    with pytest.raises(LocalProtocolError):
+        Codec().encode_fields(mtype, ())
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        GameReqEcho(INT64_MAX + 1, 0),
+        GameReqEcho(0, INT64_MIN - 1),
+        GameResLogin(256, 1),
+        LoginResLogin(1, LoginStatus.NONE, "", "", "", 1, "", 1),  # internal, never sent
+        LoginResLogin(1, 1, "", "", "", 65536, "", 1),
+        GameReqLogin(1, bytes(64), 2**31),
+    ],
+    ids=[
+        "account-overflow",
+        "tick-underflow",
+        "status-256",
+        "status-none",
+        "port-65536",
+        "version",
+    ],
+)
+def test_out_of_range_field_raises_local_protocol_error(message: object) -> None:
+    with pytest.raises(LocalProtocolError):
+        Codec().encode(message)
+
+
+def test_wrong_field_count_without_converters_raises_local_protocol_error() -> None:
+    with pytest.raises(LocalProtocolError):
+        Codec().encode_fields(GameReqEcho.TYPE, (1,))
+    with pytest.raises(LocalProtocolError):
+        Codec().encode_fields(GameReqEcho.TYPE, (1, 2, 3))
+
+
+@pytest.mark.parametrize("mtype", [LoginReqLogin.TYPE, GameReqLogin.TYPE, LoginResLogin.TYPE])
+def test_too_few_fields_with_converters_raises_local_protocol_error(mtype: int) -> None:
+    with pytest.raises(LocalProtocolError):
+        Codec().encode_fields(mtype, (1,))
+
+
+@pytest.mark.parametrize("bad", [None, 123, b"bytes"], ids=["none", "int", "bytes"])
+def test_non_str_wchar_field_raises_local_protocol_error(bad: object) -> None:
+    with pytest.raises(LocalProtocolError):
+        Codec().encode_fields(LoginResLogin.TYPE, (1, 1, bad, "", "", 1, "", 1))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"code": 256}, {"code": -1}, {"key1": 256}, {"key2": -1}],
+    ids=["code-256", "code-neg", "key1-256", "key2-neg"],
+)
+def test_codec_settings_out_of_range_raise_value_error(kwargs: dict[str, int]) -> None:
+    with pytest.raises(ValueError):
+        Codec(**kwargs)
+
+
+def test_codec_settings_at_the_bounds_are_accepted() -> None:
+    assert Codec(code=0, key1=0, key2=0).key == 0
+    assert Codec(code=255, key1=255, key2=0).key == 255
+    assert Codec().key == 0xB6
+    assert codec.MAX_PACKET == 5005
+
+
+@pytest.mark.parametrize("rand", [-1, 256])
+def test_rand_out_of_range_raises_local_protocol_error(rand: int) -> None:
+    with pytest.raises(LocalProtocolError):
+        Codec().frame(b"\x8a\x13", rand=rand)
