@@ -217,6 +217,35 @@ def test_heartbeat_is_accepted_in_game_mode(shared_cluster):
     assert run(scenario()) == [GameResEcho(6000, 0), GameResEcho(6000, 1)]
 
 
+def test_worker_reports_auth_and_game_fps_and_warns_that_keys_are_not_verified(shared_cluster):
+    cluster, _ = shared_cluster
+    worker = cluster.processes[1]
+    assert "game.verify_key = false: every login is accepted" in worker.log()
+    match = worker.wait_log(r"auth_fps=(\d+) game_fps=(\d+)")
+    # frames run at least every game.frame_interval (0.02 s): tens per second when idle
+    assert int(match.group(1)) >= 10 and int(match.group(2)) >= 10
+
+
+def test_each_drop_is_counted_by_reason_in_the_gateway_summary(make_cluster):
+    cluster = make_cluster()
+    _, gateway, _ = cluster.start_spine()
+
+    async def scenario():
+        for make_bad in (_flipped_checksum, _flipped_checksum, VIOLATIONS["bad_code"]):
+            client = await GameClient.connect("127.0.0.1", cluster.game_port)
+            await client.login(1)
+            client.send_raw(make_bad())
+            assert await client.wait_closed(5)
+        client = await GameClient.connect("127.0.0.1", cluster.game_port)
+        client.send(GameReqEcho(1, 1))
+        assert await client.wait_closed(5)
+
+    run(scenario())
+    assert gateway.stop() == 0
+    summary = gateway.wait_log(r"stopped: .*drops: (.*)").group(1)
+    assert summary.split() == ["bad_checksum=2", "bad_code=1", "not_logged_in=1"]
+
+
 def test_login_with_verify_key_on_and_no_key_source_fails(make_cluster):
     cluster = make_cluster(game={"verify_key": True})
     cluster.start_spine()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections import Counter, deque
 from collections.abc import Awaitable
 from enum import IntEnum
@@ -30,6 +31,7 @@ from typing import Any
 
 from cluster import bus, runtime
 from cluster.config import Config
+from cluster.counters import PerSecond
 from cluster.link import BusLink
 from cluster.messages import (
     GameLoginStatus,
@@ -44,6 +46,8 @@ from workers.keycheck import AcceptAnyKey, KeyCheck, NoKeySource
 log = logging.getLogger("workers.game")
 
 CLOSE = bus.Control.CLOSE
+#: Seconds between two summary lines in the log.
+REPORT_INTERVAL = 10.0
 LOGIN, ECHO, HEARTBEAT = GameReqLogin.TYPE, GameReqEcho.TYPE, GameReqHeartbeat.TYPE
 RES_LOGIN, RES_ECHO = GameResLogin.TYPE, GameResEcho.TYPE
 
@@ -92,6 +96,10 @@ class GameWorker:
         self.gateways: dict[bytes, dict[int, PlayerSession]] = {}
         self.session_count = 0
         self.counters: Counter[str] = Counter()
+        #: AuthFPS, GameFPS and packet rates, refreshed once a second.
+        self.rates = PerSecond(self.counters, ("auth_frames", "game_frames", "echo", "login_ok"))
+        self._next_sample = 0.0
+        self._next_report = 0.0
         self._auth_ready: dict[PlayerSession, None] = {}  # ordered set
         self._game_ready: dict[PlayerSession, None] = {}
         self._joining: list[PlayerSession] = []
@@ -190,6 +198,7 @@ class GameWorker:
     # -- the loops -------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._next_report = time.monotonic() + 1.5  # the first summary has a full second of rates
         self._timer = self._loop.call_later(self.frame_interval, self._tick)
 
     def stop(self) -> None:
@@ -198,6 +207,20 @@ class GameWorker:
 
     def _tick(self) -> None:
         self.frame()
+        now = time.monotonic()
+        if now >= self._next_sample:
+            self._next_sample = now + 1.0
+            rates = self.rates.sample(now)
+            if now >= self._next_report:
+                self._next_report = now + REPORT_INTERVAL
+                log.info(
+                    "sessions=%d auth_fps=%.0f game_fps=%.0f echo_tps=%.0f login_tps=%.0f",
+                    self.session_count,
+                    rates["auth_frames"],
+                    rates["game_frames"],
+                    rates["echo"],
+                    rates["login_ok"],
+                )
         self._timer = self._loop.call_later(self.frame_interval, self._tick)
 
     def _schedule_frame(self) -> None:
