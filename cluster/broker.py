@@ -7,7 +7,9 @@ from ``[broker]``: ``heartbeat_interval`` and ``heartbeat_liveness`` (a peer sil
 product is evicted).
 
 Routing never decodes a body: TO is routed on its destination frame; PLACE on its service frame
-and its keys frame (one int64 per new session), each new session going to the service's
+and its keys frame (one int64 AccountNo per new session). A game account that a live worker
+holds (``holders``, kept from placements and the workers' HOLD / FREE) goes to that worker, so
+all logins and key pushes of one account meet on one worker; anything else goes to the service's
 least-loaded live worker. Every body that cannot be delivered goes back to its sender as
 UNROUTABLE, so the sender can answer its clients instead of letting them hang. When a peer is
 evicted or says BYE, every other peer is told GONE (gateways then close that worker's clients).
@@ -86,6 +88,9 @@ class Broker:
         self.socket.bind(config.broker.bind)
         self.peers: dict[bytes, Peer] = {}
         self.services = {name: Service(name) for name in bus.SERVICES}
+        #: game accounts -> the worker holding them, and the reverse index
+        self.holders: dict[int, bytes] = {}
+        self.held: dict[bytes, set[int]] = {}
         self.counters: Counter[str] = Counter()
         self._stop = threading.Event()
 
@@ -149,6 +154,8 @@ class Broker:
         elif command == bus.HEARTBEAT:
             if len(frames) >= 3 and len(frames[2]) == 4:
                 peer.sessions, peer.placed = bus.unpack_load(frames[2]), 0
+        elif command == bus.HOLD or command == bus.FREE:
+            self._holding(peer, command == bus.HOLD, frames)
         elif command == bus.DISCONNECT:
             self.evict(peer, "disconnected")
         else:
@@ -177,6 +184,42 @@ class Broker:
         if old is None:
             log.info("%s registered: %s", role, peer.name)
         self._send(identity, [bus.WELCOME, bus.pack_info({"heartbeat_interval": self.interval})])
+        if role in self.services and old is None:
+            self.announce_roster()
+        else:
+            self._send(identity, [bus.ROSTER, self._roster()])
+
+    def _roster(self) -> bytes:
+        return bus.pack_info(
+            {
+                name: [i.decode(errors="replace") for i in s.workers]
+                for name, s in self.services.items()
+            }
+        )
+
+    def announce_roster(self) -> None:
+        """Tell every peer which workers are live (gateways and auth workers need it)."""
+        roster = self._roster()
+        for identity in list(self.peers):
+            self._send(identity, [bus.ROSTER, roster])
+
+    def _holding(self, peer: Peer, hold: bool, frames: list[bytes]) -> None:
+        try:
+            accounts = bus.unpack_keys(frames[2])
+        except (IndexError, ValueError):
+            self.counters["malformed"] += 1
+            return
+        held = self.held.setdefault(peer.identity, set())
+        for account in accounts:
+            if hold:
+                previous = self.holders.get(account)
+                if previous is not None and previous != peer.identity:
+                    self.held.get(previous, set()).discard(account)
+                self.holders[account] = peer.identity
+                held.add(account)
+            elif self.holders.get(account) == peer.identity:
+                del self.holders[account]
+                held.discard(account)
 
     def _route(self, sender: Peer, frames: list[bytes]) -> None:
         if len(frames) < 4:
@@ -204,10 +247,19 @@ class Broker:
             self._send(sender.identity, [bus.UNROUTABLE, service_name, *bodies])
             return
         batches: dict[bytes, list[bytes]] = {}
-        for body in bodies:
-            worker = service.least_loaded()
+        by_account = service.name == "game"
+        for key, body in zip(keys, bodies, strict=True):
+            worker = None
+            if by_account:
+                holder = self.holders.get(key)
+                worker = service.workers.get(holder) if holder is not None else None
             if worker is None:
-                break
+                worker = service.least_loaded()
+                if worker is None:
+                    break
+                if by_account:
+                    self.holders[key] = worker.identity
+                    self.held.setdefault(worker.identity, set()).add(key)
             worker.placed += 1
             batches.setdefault(worker.identity, []).append(body)
         undelivered = bodies[sum(len(b) for b in batches.values()) :]
@@ -253,10 +305,15 @@ class Broker:
             return
         if peer.role in self.services:
             self.services[peer.role].workers.pop(peer.identity, None)
+        for account in self.held.pop(peer.identity, ()):
+            if self.holders.get(account) == peer.identity:
+                del self.holders[account]
         self.counters[f"evicted_{why}"] += 1
         log.info("%s %s gone (%s)", peer.role, peer.name, why)
         for identity in list(self.peers):
             self._send(identity, [bus.GONE, peer.identity, peer.role.encode()])
+        if peer.role in self.services:
+            self.announce_roster()
 
 
 def serve(config: Config) -> int:

@@ -15,8 +15,15 @@ HB          [sessions (u32 LE)]                         heartbeat; workers repor
 BYE         -                                           leaving cleanly
 TO          dest identity, body...                      deliver bodies to one peer
 PLACE       service, keys (n x i64 LE), body x n        place n new sessions on the service's
-                                                        least-loaded workers (key: AccountNo)
+                                                        workers (key: AccountNo; see below)
+HOLD        keys (n x i64 LE)                           game worker: I now hold these accounts
+FREE        keys (n x i64 LE)                           game worker: I no longer hold them
 ==========  ==========================================  =========================================
+
+Placement on the ``game`` service is by account: an account that a live game worker holds (a
+pushed systemlink key or a session in game) is placed on that worker, so every login and every
+key push of one account meets its state on one worker, whichever gateway or auth worker sent it.
+Other accounts go to the least-loaded worker. ``auth`` placement is least-loaded only.
 
 Broker -> peer:
 
@@ -27,11 +34,15 @@ FROM         source identity, body...              bodies another peer sent with
 UNROUTABLE   dest identity or service, body...     bodies that could not be delivered, returned
 GONE         identity, role                        a peer left or was evicted
 RESET        -                                     the broker does not know you: send READY
+ROSTER       roster (msgpack map)                  live workers per service, sent after WELCOME
+                                                   and whenever it changes: {"game": [id, ...],
+                                                   "auth": [id, ...]}
 ===========  ====================================  ============================================
 
 A *body* is a msgpack array of *session items*, each ``[session_id, type, *fields]``: ``type`` is
-a client message type (PROTOCOL.md) with its fields in wire order, or a negative control type
-from :class:`Control`.
+a client message type (PROTOCOL.md) with its fields in wire order, a server-link type from
+:class:`LinkType` (whose session id is its Parameter), or a negative control type from
+:class:`Control`.
 """
 
 from __future__ import annotations
@@ -52,6 +63,9 @@ FROM = b"FROM"
 UNROUTABLE = b"UNROUTABLE"
 GONE = b"GONE"
 RESET = b"RESET"
+HOLD = b"HOLD"
+FREE = b"FREE"
+ROSTER = b"ROSTER"
 
 #: Roles a peer may register with. Workers of SERVICES are placement targets.
 ROLES = ("gateway", "game", "auth", "monitor")
@@ -66,6 +80,18 @@ class Control(IntEnum):
     #: ``[sid, CLOSE, reason]``. Gateway -> worker: the client is gone. Worker -> gateway:
     #: close the client after the replies already queued for it (reason is counted).
     CLOSE = -1
+    #: ``[parameter, CANCEL_KEY, account_no, parameter]``, auth -> game: the login that pushed
+    #: this key gave up waiting for the ACK; drop the pending key if it is still that push's.
+    CANCEL_KEY = -2
+
+
+class LinkType(IntEnum):
+    """The original's server-link messages (PROTOCOL.md), carried as session items."""
+
+    #: ``[parameter, 10002, account_no, session_key, parameter]``, auth -> game
+    REQ_NEW_CLIENT_LOGIN = 10002
+    #: ``[parameter, 10003, account_no, parameter]``, game -> auth
+    RES_NEW_CLIENT_LOGIN = 10003
 
 
 _packer = msgpack.Packer(use_bin_type=True)

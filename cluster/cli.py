@@ -25,6 +25,7 @@ examples:
   cluster up                              whole cluster on this host (broker, gateway, workers)
   cluster up --config prod.toml --only game   just this host's game workers
   cluster broker --config prod.toml       one role in the foreground
+  cluster accounts create --count 1000 --out accounts.tsv   accounts + their session keys
   cluster config --config prod.toml       print the effective configuration
 """
 
@@ -49,18 +50,27 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser(
         "up",
         help="start this host's roles as child processes and supervise them",
-        description="Start the broker, the game workers and the gateway (or only --only ROLES) "
+        description="Start the broker, the auth and game workers and the gateway (or only ROLES) "
         "as child processes, print one 'ready' line with the client addresses when all are up "
         "and registered, and stop them all on SIGINT/SIGTERM.",
     )
     _add_config(up)
     up.add_argument(
-        "--only", metavar="ROLE[,ROLE...]", help="start only these roles (broker, game, gateway)"
+        "--only",
+        metavar="ROLE[,ROLE...]",
+        help="start only these roles (broker, auth, game, gateway)",
+    )
+
+    up.add_argument(
+        "--skip-db-init",
+        action="store_true",
+        help="do not create missing DB tables before starting (see 'cluster db init')",
     )
 
     for role, text in (
         ("broker", "run the broker (the ZeroMQ ROUTER every process connects to)"),
-        ("gateway", "run a gateway (the TCP game port clients connect to)"),
+        ("gateway", "run a gateway (the TCP login and game ports clients connect to)"),
+        ("auth", "run one auth (login) worker"),
         ("game", "run one game (echo) worker"),
     ):
         p = sub.add_parser(
@@ -73,6 +83,43 @@ def build_parser() -> argparse.ArgumentParser:
         )
         _add_config(p)
 
+    db = sub.add_parser(
+        "db", help="database administration", description="Database administration."
+    )
+    db_sub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
+    init = db_sub.add_parser(
+        "init",
+        help="create accountdb and status_server (idempotent)",
+        description="Create the accountdb and status_server tables and the "
+        "v_account view on the configured [db] url, if missing.",
+    )
+    _add_config(init)
+
+    accounts = sub.add_parser(
+        "accounts", help="account administration", description="Account administration."
+    )
+    acc_sub = accounts.add_subparsers(
+        dest="accounts_command", metavar="ACCOUNTS_COMMAND", required=True
+    )
+    create = acc_sub.add_parser(
+        "create",
+        help="create accounts with random session keys and write the list file",
+        description="Create N accounts (userid ID_<no>, nick NICK_<no>, a salted password hash, "
+        "a random 64-character session key, status 0) and write FILE with one line per account: "
+        "AccountNo<TAB>UserID<TAB>Nick<TAB>SessionKey. The dummy and the tests read this file.",
+    )
+    _add_config(create)
+    create.add_argument(
+        "--count", type=_positive, required=True, metavar="N", help="how many accounts to create"
+    )
+    create.add_argument(
+        "--start",
+        type=_positive,
+        metavar="ACCOUNTNO",
+        help="first AccountNo (default: one past the highest in use)",
+    )
+    create.add_argument("--out", required=True, metavar="FILE", help="the account list to write")
+
     show = sub.add_parser(
         "config",
         help="print the effective configuration as TOML",
@@ -81,6 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config(show)
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
 
 
 def load_config(path: str | None) -> tuple[Config, str | None]:
@@ -126,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"cluster up: {exc}", file=sys.stderr)
             return 2
-        return supervisor.serve(config, path, roles)
+        return supervisor.serve(config, path, roles, init_db=not args.skip_db_init)
     if args.command == "broker":
         from cluster import broker
 
@@ -139,6 +196,14 @@ def main(argv: list[str] | None = None) -> int:
         from workers import game
 
         return game.serve(config)
+    if args.command == "auth":
+        from workers import auth
+
+        return auth.serve(config)
+    if args.command in ("db", "accounts"):
+        from cluster import admin
+
+        return admin.main(args, config)
     raise AssertionError(args.command)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 LINK_MODES = ("systemlink", "non-systemlink")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+WHITEIP_MODES = ("off", "enforce")
 BUS_SCHEMES = ("tcp://", "ipc://")
 ENV_PREFIX = "CLUSTER_"
 
@@ -58,9 +59,10 @@ class GatewaySection:
     game_port: int = _port(12211)
     max_sessions: int = _ranged(15000, 1, 1_000_000)
     heartbeat_timeout: float = _ranged(40.0, 0)  # seconds of client silence; 0 = off
-    reply_timeout: float = _ranged(
-        10.0, 0.1
-    )  # a login forwarded to a worker must be answered by then
+    reply_timeout: float = _ranged(10.0, 0.1)  # a forwarded login must be answered by then
+    login_timeout: float = _ranged(10.0, 0.1)  # login port: the request must arrive by then
+    whiteip: str = _choice("off", WHITEIP_MODES)  # "enforce": only accountdb.whiteip may connect
+    whiteip_refresh: float = _ranged(10.0, 0.1)  # seconds between reloads of the allow-list
 
 
 @dataclass(frozen=True)
@@ -82,12 +84,20 @@ class WorkersSection:
 
 
 @dataclass(frozen=True)
+class AuthSection:
+    """``[auth]``: the auth (login) workers."""
+
+    link_timeout: float = _ranged(5.0, 0.05, 120)  # systemlink: wait this long for the game ACK
+    max_inflight: int = _ranged(1000, 1, 1_000_000)  # logins one auth worker works on at once
+
+
+@dataclass(frozen=True)
 class GameSection:
     """``[game]``: the game (echo) workers."""
 
     verify_key: bool = True
     version: int = _ranged(1, -(2**31), 2**31 - 1)
-    pending_key_ttl: float = _ranged(60.0, 0.1)
+    pending_key_ttl: float = _ranged(60.0, 0.1)  # systemlink: a pushed key's lifetime
     frame_interval: float = _ranged(0.02, 0.001, 1.0)  # longest pause between two loop frames
 
 
@@ -106,6 +116,8 @@ class DbSection:
 
     url: str = ""  # "" means sqlite:///<data_dir>/db
     pool_size: int = _ranged(10, 1, 1000)
+    prefix: str = ""  # MySQL/MariaDB: databases are <prefix>accountdb and <prefix>status_server
+    timeout: float = _ranged(5.0, 0.1, 600)  # seconds for one connect or query before giving up
 
 
 @dataclass(frozen=True)
@@ -117,6 +129,7 @@ class Config:
     gateway: GatewaySection = field(default_factory=GatewaySection)
     broker: BrokerSection = field(default_factory=BrokerSection)
     workers: WorkersSection = field(default_factory=WorkersSection)
+    auth: AuthSection = field(default_factory=AuthSection)
     game: GameSection = field(default_factory=GameSection)
     protocol: ProtocolSection = field(default_factory=ProtocolSection)
     db: DbSection = field(default_factory=DbSection)
@@ -233,6 +246,8 @@ def _resolve(config: Config) -> Config:
             raise ConfigError(f"{key}: {url!r} must start with tcp:// or ipc://")
     if not broker.bind:
         raise ConfigError("broker.bind: must not be empty")
+    if db.prefix and not db.prefix.replace("_", "").isalnum():
+        raise ConfigError(f"db.prefix: {db.prefix!r} may hold only letters, digits and _")
     url = db.url or f"sqlite:///{Path(config.cluster.data_dir) / 'db'}"
     if not url.startswith(("sqlite:///", "mysql://")):
         raise ConfigError(f"db.url: {url!r} must be sqlite:///DIR or mysql://user:pass@host:port")

@@ -93,7 +93,7 @@ class BusLink:
                 pass
         if self.socket is not None:
             if say_bye and self.registered.is_set():
-                self._send_now([bus.DISCONNECT])
+                self.send([bus.DISCONNECT])
             self._disconnect(linger_ms=200)
 
     def _connect(self) -> None:
@@ -119,7 +119,7 @@ class BusLink:
         self.registered.clear()
 
     def _send_ready(self) -> None:
-        self._send_now([bus.READY, self.role.encode(), bus.pack_info(self.info)])
+        self.send([bus.READY, self.role.encode(), bus.pack_info(self.info)])
 
     async def _heartbeat(self) -> None:
         backoff = self.interval
@@ -141,27 +141,27 @@ class BusLink:
             if not self.registered.is_set():
                 self._send_ready()
             elif self.load is not None:
-                self._send_now([bus.HEARTBEAT, bus.pack_load(self.load())])
+                self.send([bus.HEARTBEAT, bus.pack_load(self.load())])
             else:
-                self._send_now([bus.HEARTBEAT])
+                self.send([bus.HEARTBEAT])
 
     # -- I/O -------------------------------------------------------------------------------------
 
     def send(self, frames: list[bytes]) -> bool:
         """Queue one message for the broker. False when it cannot be queued (no broker link, or
-        the queue is full): the caller still owns the message and must answer for it."""
-        ok = self._send_now(frames)
-        self._check_readable()
-        return ok
+        the queue is full): the caller still owns the message and must answer for it.
 
-    def _send_now(self, frames: list[bytes]) -> bool:
+        Every send can consume the FD's edge for messages that arrived meanwhile, so each one is
+        followed by an EVENTS check (a missed edge would stall this process's input)."""
         if self.socket is None:
             return False
         try:
             self.socket.send_multipart(frames, zmq.NOBLOCK)
-            return True
+            ok = True
         except zmq.Again:
-            return False
+            ok = False
+        self._check_readable()
+        return ok
 
     def _check_readable(self) -> None:
         sock = self.socket

@@ -1,6 +1,8 @@
 """`cluster up`: this host's roles as child processes, started in order, stopped together.
 
-The broker starts first (everyone connects to it); then the workers and the gateway. Each child
+Unless told not to, the DB schema is created first when a role that uses the DB is started (auth
+workers always; game workers when they verify keys). The broker starts next (everyone connects to
+it); then the workers and the gateway. Each child
 prints one ``ready ...`` line on stdout once it is listening and registered with the broker; when
 every child has, the supervisor prints its own ``ready`` line with the client addresses. On
 SIGINT/SIGTERM it stops the gateways, then the workers, then the broker (SIGTERM, then SIGKILL
@@ -26,8 +28,8 @@ from cluster.config import Config
 
 log = logging.getLogger("cluster.up")
 
-#: Roles `cluster up` knows, in start order.
-ROLES = ("broker", "game", "gateway")
+#: Roles `cluster up` knows, in start order (stopped in reverse).
+ROLES = ("broker", "game", "auth", "gateway")
 READY_TIMEOUT = 30.0
 STOP_GRACE = 10.0
 
@@ -109,7 +111,7 @@ async def _await_ready(children: list[Child]) -> None:
 
 
 async def _stop(children: list[Child]) -> None:
-    for role in ("gateway", "game", "broker"):
+    for role in reversed(ROLES):
         group = [c for c in children if c.role == role and c.process.returncode is None]
         for child in group:
             child.process.send_signal(signal.SIGTERM)
@@ -124,17 +126,30 @@ async def _stop(children: list[Child]) -> None:
                     await child.process.wait()
 
 
-async def up(config: Config, config_path: str | None, roles: list[str]) -> int:
+async def up(config: Config, config_path: str | None, roles: list[str], init_db: bool) -> int:
     stop = runtime.stop_event()
     children: list[Child] = []
+    uses_db = ("auth" in roles and config.workers.auth) or (
+        "game" in roles and config.workers.game and config.game.verify_key
+    )
+    if init_db and uses_db:
+        from cluster.db import DatabaseError
+        from cluster.db.cli import init_db as create_schema
+
+        try:
+            log.info("%s", await create_schema(config))
+        except (DatabaseError, ValueError, OSError) as exc:
+            print(f"cluster up: database: {exc}", file=sys.stderr)
+            return 1
     try:
         if "broker" in roles:
             children.append(await _spawn("broker", 1, config_path))
             await _await_ready(children)
         for role in roles:
-            if role == "game":
-                for i in range(config.workers.game):
-                    children.append(await _spawn("game", i + 1, config_path))
+            if role in ("game", "auth"):
+                count = config.workers.game if role == "game" else config.workers.auth
+                for i in range(count):
+                    children.append(await _spawn(role, i + 1, config_path))
             elif role == "gateway":
                 children.append(await _spawn("gateway", 1, config_path))
         await _await_ready(children)
@@ -145,6 +160,7 @@ async def up(config: Config, config_path: str | None, roles: list[str]) -> int:
         return 1
     fields = {"roles": ",".join(c.name for c in children)}
     if "gateway" in roles:
+        fields["login"] = f"{config.gateway.public_host}:{config.gateway.login_port}"
         fields["game"] = f"{config.gateway.public_host}:{config.gateway.game_port}"
     runtime.announce_ready(**fields)
 
@@ -169,5 +185,5 @@ async def up(config: Config, config_path: str | None, roles: list[str]) -> int:
     return 0
 
 
-def serve(config: Config, config_path: str | None, roles: list[str]) -> int:
-    return runtime.run(up(config, config_path, roles))
+def serve(config: Config, config_path: str | None, roles: list[str], init_db: bool = True) -> int:
+    return runtime.run(up(config, config_path, roles, init_db))

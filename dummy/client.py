@@ -19,12 +19,40 @@ from cluster.messages import (
     GameReqHeartbeat,
     GameReqLogin,
     GameResLogin,
+    LoginReqLogin,
+    LoginResLogin,
     Message,
 )
 
 
 class ServerClosed(ConnectionError):
     """The server closed the connection."""
+
+
+async def login_once(
+    host: str,
+    port: int,
+    account_no: int,
+    session_key: bytes,
+    codec: Codec | None = None,
+    timeout: float = 10.0,
+) -> LoginResLogin:
+    """One login-port exchange: connect, CS_LOGIN_REQ_LOGIN, read CS_LOGIN_RES_LOGIN, and check
+    that the server then closes the connection (AssertionError if it does not)."""
+    codec = codec or Codec()
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(codec.encode(LoginReqLogin(account_no, session_key)))
+        decoder = codec.decoder(SERVER_MESSAGES)
+        messages: list[Message] = []
+        async with asyncio.timeout(timeout):
+            while data := await reader.read(65536):
+                messages.extend(decoder.feed(data))
+        if len(messages) != 1 or not isinstance(messages[0], LoginResLogin):
+            raise AssertionError(f"expected one LoginResLogin then close, got {messages!r}")
+        return messages[0]
+    finally:
+        writer.close()
 
 
 class GameClient:

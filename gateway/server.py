@@ -1,6 +1,6 @@
 """The gateway process lifecycle: bus link, listening sockets, timers, graceful stop.
 
-Everything about sessions lives in the port modules; this module only starts and stops them.
+Everything about sessions lives in :mod:`gateway.sessions`; this module only starts and stops it.
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ import time
 from cluster import runtime
 from cluster.codec import Codec
 from cluster.config import Config
+from cluster.db import Database, open_database
 from cluster.link import BusLink
-from gateway.game_port import GamePort
+from cluster.messages import LoginResLogin
+from gateway.sessions import Sessions, game_rules, login_rules
+from gateway.whiteip import WhiteList
 
 log = logging.getLogger("gateway")
 
@@ -41,23 +44,38 @@ def session_limit(wanted: int) -> int:
     if wanted > ceiling:
         log.warning(
             "gateway.max_sessions %d exceeds the fd limit %d less %d reserved; using %d",
-            wanted,
-            soft,
-            FD_RESERVE,
-            ceiling,
-        )
+            wanted, soft, FD_RESERVE, ceiling,
+        )  # fmt: skip
         return ceiling
     return wanted
+
+
+def format_drops(drops: dict[str, int]) -> str:
+    """``drops: reason=count ...`` in a stable order (parsed by operators and tests)."""
+    return "drops: " + (" ".join(f"{k}={v}" for k, v in sorted(drops.items())) or "none")
 
 
 async def run(config: Config) -> int:
     gw = config.gateway
     codec = Codec(config.protocol.code, config.protocol.key1, config.protocol.key2)
-    port: GamePort | None = None
+    sessions: Sessions | None = None
 
     def on_bus(frames: list[bytes]) -> None:
-        assert port is not None
-        port.on_bus(frames)
+        assert sessions is not None
+        sessions.on_bus(frames)
+
+    def login_reply(account_no: int, status: int) -> LoginResLogin:
+        host, port = gw.public_host, gw.game_port
+        return LoginResLogin(account_no, status, "", "", host, port, host, port)
+
+    db: Database | None = None
+    whitelist: WhiteList | None = None
+    if gw.whiteip == "enforce":
+        db = await open_database(config)
+        whitelist = WhiteList(db, gw.whiteip_refresh)
+        if not await whitelist.load():
+            log.error("gateway.whiteip = enforce and no list could be read: admitting nobody yet")
+        whitelist.start()
 
     link = BusLink(
         config.broker.endpoint,
@@ -65,29 +83,61 @@ async def run(config: Config) -> int:
         on_bus,
         interval=config.broker.heartbeat_interval,
         liveness=config.broker.heartbeat_liveness,
-        info={"game": f"{gw.public_host}:{gw.game_port}"},
+        info={"game": f"{gw.public_host}:{gw.game_port}", "login": f"{gw.host}:{gw.login_port}"},
     )
-    port = GamePort(codec, link, session_limit(gw.max_sessions))
+    sessions = Sessions(
+        codec, link, session_limit(gw.max_sessions), login_reply,
+        whitelist.admit if whitelist is not None else None,
+    )  # fmt: skip
     loop = asyncio.get_running_loop()
     stop = runtime.stop_event()
-    try:
-        server = await loop.create_server(port.protocol, gw.host, gw.game_port, backlog=4096)
-    except OSError as exc:
-        log.error("cannot listen on gateway.game_port %s:%d: %s", gw.host, gw.game_port, exc)
-        return 1
+    servers = []
+    for key, port, rules in (
+        ("game_port", gw.game_port, game_rules(gw.heartbeat_timeout)),
+        ("login_port", gw.login_port, login_rules(gw.login_timeout)),
+    ):
+        try:
+            servers.append(
+                await loop.create_server(sessions.factory(rules), gw.host, port, backlog=4096)
+            )
+        except OSError as exc:
+            log.error("cannot listen on gateway.%s %s:%d: %s", key, gw.host, port, exc)
+            for server in servers:
+                server.close()
+            return 1
     await link.start()
     registered = asyncio.create_task(link.registered.wait())
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({registered, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    if stop.is_set():
-        registered.cancel()
+    if not stop.is_set():
+        runtime.announce_ready(
+            role="gateway", login=f"{gw.host}:{gw.login_port}", game=f"{gw.host}:{gw.game_port}",
+            loop=runtime.loop_name(),
+        )  # fmt: skip
+        await _serve(sessions, config, stop)
+    registered.cancel()
+    for server in servers:
         server.close()
-        await link.close()
-        return 0
-    runtime.announce_ready(
-        role="gateway", game=f"{gw.host}:{gw.game_port}", loop=runtime.loop_name()
-    )
+    for conn in list(sessions.table.values()):
+        sessions.closed(conn, "gateway_shutdown")
+        if conn.transport is not None:
+            conn.transport.close()
+    sessions.flush()
+    await link.close()
+    if whitelist is not None:
+        whitelist.stop()
+    if db is not None:
+        await db.close()
+    log.info("stopped: %s %s", _accepted(sessions), format_drops(sessions.drops))
+    return 0
 
+
+def _accepted(sessions: Sessions) -> str:
+    return " ".join(f"accepted_{port}={n}" for port, n in sorted(sessions.accepted.items()))
+
+
+async def _serve(sessions: Sessions, config: Config, stop: asyncio.Event) -> None:
+    """Sweep timeouts every second and log a summary when the drops changed."""
     last_drops: dict[str, int] = {}
     next_stats = time.monotonic() + STATS_INTERVAL
     while not stop.is_set():
@@ -96,32 +146,15 @@ async def run(config: Config) -> int:
         except TimeoutError:
             pass
         now = time.monotonic()
-        port.sweep(now, gw.heartbeat_timeout, gw.reply_timeout)
+        sessions.sweep(now, config.gateway.reply_timeout)
         if now >= next_stats:
             next_stats = now + STATS_INTERVAL
-            if dict(port.drops) != last_drops:
-                last_drops = dict(port.drops)
+            if dict(sessions.drops) != last_drops:
+                last_drops = dict(sessions.drops)
                 log.info(
-                    "sessions=%d accepted=%d %s",
-                    len(port.sessions),
-                    port.accepted,
-                    format_drops(port.drops),
-                )
-
-    server.close()
-    for conn in list(port.sessions.values()):
-        port.closed(conn, "gateway_shutdown")
-        if conn.transport is not None:
-            conn.transport.close()
-    port.flush()
-    await link.close()
-    log.info("stopped: sessions=0 accepted=%d %s", port.accepted, format_drops(port.drops))
-    return 0
-
-
-def format_drops(drops: dict[str, int]) -> str:
-    """``drops: reason=count ...`` in a stable order (parsed by operators and tests)."""
-    return "drops: " + (" ".join(f"{k}={v}" for k, v in sorted(drops.items())) or "none")
+                    "sessions=%d %s %s", len(sessions.table), _accepted(sessions),
+                    format_drops(sessions.drops),
+                )  # fmt: skip
 
 
 def serve(config: Config) -> int:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.backends import backend  # noqa: F401 - the fixture, for every test module
 from tests.harness import ClusterUnderTest
 
 

@@ -192,3 +192,126 @@ class ClusterUnderTest:
 def run(coro: Any) -> Any:
     """Run a client scenario to completion."""
     return asyncio.run(coro)
+
+
+class TcpProxy:
+    """A loopback TCP proxy in front of a real server, run on its own thread. :meth:`cut` closes
+    every connection and stops listening (what clients see when the server goes down);
+    :meth:`restore` listens again on the same port."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_ports(1)[0]
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.base_events.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        threading.Thread(target=self._loop.run_forever, daemon=True).start()
+        self.restore()
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update((writer, up_writer))
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        self._writers.difference_update((writer, up_writer))
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
+
+    async def _cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    def restore(self) -> None:
+        self._call(self._start())
+
+    def cut(self) -> None:
+        self._call(self._cut())
+
+    async def _cancel_all(self) -> None:
+        current = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def close(self) -> None:
+        self.cut()
+        self._call(self._cancel_all())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+class ScriptedPeer:
+    """A bus peer driven by the test: registers with a role, heartbeats, records every message
+    it receives, and sends what the test tells it to (to script a misbehaving worker)."""
+
+    def __init__(self, endpoint: str, role: str, interval: float) -> None:
+        import zmq
+
+        from cluster import bus
+
+        self._bus = bus
+        self.identity = f"scripted-{role}-{os.getpid()}-{time.monotonic_ns() % 10**6}".encode()
+        self.received: queue.Queue[list[bytes]] = queue.Queue()
+        self._outgoing: queue.Queue[list[bytes]] = queue.Queue()
+        self._stop = threading.Event()
+        self._socket = zmq.Context.instance().socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.ROUTING_ID, self.identity)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.connect(endpoint)
+        self._socket.send_multipart([bus.READY, role.encode(), bus.pack_info({"scripted": True})])
+        self._interval = interval
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        next_beat = time.monotonic()
+        while not self._stop.is_set():
+            if self._socket.poll(20):
+                frames = self._socket.recv_multipart()
+                if frames[0] != self._bus.HEARTBEAT:
+                    self.received.put(frames)
+            while not self._outgoing.empty():
+                self._socket.send_multipart(self._outgoing.get())
+            if time.monotonic() >= next_beat:
+                self._socket.send_multipart([self._bus.HEARTBEAT, self._bus.pack_load(0)])
+                next_beat = time.monotonic() + self._interval
+        self._socket.close()
+
+    def send(self, frames: list[bytes]) -> None:
+        self._outgoing.put(frames)
+
+    def expect(self, command: bytes, timeout: float = 10.0) -> list[bytes]:
+        """The next received message with this command (others are skipped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                frames = self.received.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no {command!r} within {timeout}s") from None
+            if frames[0] == command:
+                return frames
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)

@@ -30,12 +30,13 @@ def _children(pid: int) -> list[psutil.Process]:
 
 
 def test_up_starts_every_role_serves_clients_and_stops_without_orphans(make_cluster):
-    cluster = make_cluster(workers={"game": 2})
+    cluster = make_cluster(workers={"game": 2, "auth": 1})
     up = cluster.start("up")
     assert f"game=127.0.0.1:{cluster.game_port}" in up.ready_line
-    assert "roles=broker,game#1,game#2,gateway" in up.ready_line
+    assert f"login=127.0.0.1:{cluster.login_port}" in up.ready_line
+    assert "roles=broker,game#1,game#2,auth#1,gateway" in up.ready_line
     children = _children(up.pid)
-    assert len(children) == 4
+    assert len(children) == 5
 
     async def scenario():
         client = await GameClient.connect("127.0.0.1", cluster.game_port)
@@ -49,7 +50,7 @@ def test_up_starts_every_role_serves_clients_and_stops_without_orphans(make_clus
 
 
 def test_up_on_sigint_also_exits_zero(make_cluster):
-    cluster = make_cluster(workers={"game": 1})
+    cluster = make_cluster(workers={"game": 1, "auth": 1})
     up = cluster.start("up")
     children = _children(up.pid)
     assert up.stop(signal.SIGINT) == 0
@@ -57,10 +58,10 @@ def test_up_on_sigint_also_exits_zero(make_cluster):
 
 
 def test_killed_supervisor_leaves_no_orphans(make_cluster):
-    cluster = make_cluster(workers={"game": 1})
+    cluster = make_cluster(workers={"game": 1, "auth": 1})
     up = cluster.start("up")
     children = _children(up.pid)
-    assert len(children) == 3
+    assert len(children) == 4
     up.kill()
     assert psutil.wait_procs(children, timeout=5)[1] == []
 
@@ -117,7 +118,7 @@ BAD_CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("role", ["up", "broker", "gateway", "game"])
+@pytest.mark.parametrize("role", ["up", "broker", "gateway", "game", "auth"])
 @pytest.mark.parametrize(("sections", "key"), BAD_CONFIGS, ids=[k for _, k in BAD_CONFIGS])
 def test_bad_config_exits_2_with_one_line_naming_the_key(tmp_path, role, sections, key):
     path = write_config(tmp_path / "bad.toml", sections)
@@ -150,7 +151,11 @@ def test_config_prints_the_effective_configuration(tmp_path):
     assert "game_port = 4000" in result.stdout
 
 
-@pytest.mark.parametrize("command", [[], ["up"], ["broker"], ["gateway"], ["game"], ["config"]])
+@pytest.mark.parametrize(
+    "command",
+    [[], ["up"], ["broker"], ["gateway"], ["game"], ["auth"], ["config"], ["db", "init"],
+     ["accounts", "create"]],
+)  # fmt: skip
 def test_help_is_available_for_every_command(command):
     result = _cluster(*command, "--help")
     assert result.returncode == 0

@@ -246,7 +246,7 @@ def test_each_drop_is_counted_by_reason_in_the_gateway_summary(make_cluster):
     assert summary.split() == ["bad_checksum=2", "bad_code=1", "not_logged_in=1"]
 
 
-def test_login_with_verify_key_on_and_no_key_source_fails(make_cluster):
+def test_login_with_verify_key_on_and_no_pushed_key_fails(make_cluster):
     cluster = make_cluster(game={"verify_key": True})
     cluster.start_spine()
 
@@ -296,3 +296,29 @@ def test_login_without_any_game_worker_is_closed(make_cluster):
 
     assert run(scenario())
     gateway.wait_log(r"session \d+ closed: no_game_worker\b")
+
+
+def test_login_port_closes_a_silent_connection_and_one_sending_anything_else(make_cluster):
+    cluster = make_cluster(gateway={"login_timeout": 1.0})
+    _, gateway, _ = cluster.start_spine()
+
+    async def scenario():
+        silent = await GameClient.connect("127.0.0.1", cluster.login_port)
+        wrong = await GameClient.connect("127.0.0.1", cluster.login_port)
+        wrong.send(GameReqEcho(1, 1))  # a game message on the login port
+        return await wrong.wait_closed(5), await silent.wait_closed(5)
+
+    assert run(scenario()) == (True, True)
+    gateway.wait_log(r"login session \d+ closed: unknown_type\b")
+    gateway.wait_log(r"login session \d+ closed: login_timeout\b")
+
+
+def test_login_port_without_auth_workers_answers_noserver(make_cluster):
+    cluster = make_cluster()
+    cluster.start_spine()
+
+    from dummy.client import login_once
+
+    reply = run(login_once("127.0.0.1", cluster.login_port, 5, b"k" * 64))
+    assert (reply.account_no, reply.status) == (5, 6)
+    assert (reply.game_server_ip, reply.game_server_port) == ("127.0.0.1", cluster.game_port)

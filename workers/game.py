@@ -4,14 +4,22 @@ As in the original MMOServer model, every session has an inbox of received packe
 loops take turns on this process's single thread:
 
 - the **auth frame** handles AUTH-mode sessions: CS_GAME_REQ_LOGIN only (version check, then the
-  pluggable :mod:`key check <workers.keycheck>`); a session that logs in moves to AUTH_TO_GAME;
+  :mod:`key check <workers.keycheck>` of the link mode, then the account's status row); a session
+  that logs in moves to AUTH_TO_GAME;
 - the **game frame** moves AUTH_TO_GAME sessions to GAME and handles GAME-mode packets: echo
   (AccountNo must be the session's) and heartbeat.
 
 A frame runs as soon as packets are waiting (in the next event-loop iteration) and at least every
 ``[game] frame_interval``; AuthFPS and GameFPS count frames per second. A session's packets are
 handled in arrival order, and a packet is judged in the mode the session is in when it is handled.
-All replies of one frame go out as one bus message per gateway.
+All replies of one frame go out as one bus message per destination.
+
+An account has at most one session here, and the broker sends every login of an account to the
+worker that holds it (this worker says HOLD / FREE as that changes), so a second login of an
+account in game is refused whichever gateway it came through.
+
+In systemlink mode auth workers push keys (SS_REQ_NEW_CLIENT_LOGIN); the worker stores them
+(:mod:`workers.pending_keys`) and ACKs at once with the same Parameter.
 
 A violation (a message not allowed in the session's mode, an AccountNo mismatch, a failed login)
 answers the gateway with a CLOSE item naming the reason; the gateway closes the client and counts
@@ -32,6 +40,7 @@ from typing import Any
 from cluster import bus, runtime
 from cluster.config import Config
 from cluster.counters import PerSecond
+from cluster.db import Database, open_database
 from cluster.link import BusLink
 from cluster.messages import (
     GameLoginStatus,
@@ -41,15 +50,21 @@ from cluster.messages import (
     GameResEcho,
     GameResLogin,
 )
-from workers.keycheck import AcceptAnyKey, KeyCheck, NoKeySource
+from workers.keycheck import AcceptAnyKey, KeyCheck, PendingKeyCheck, StoredKeyCheck
+from workers.outbox import Outbox
+from workers.pending_keys import PendingKeys
+from workers.status_rows import StatusRows
 
 log = logging.getLogger("workers.game")
 
-CLOSE = bus.Control.CLOSE
-#: Seconds between two summary lines in the log.
-REPORT_INTERVAL = 10.0
+CLOSE, CANCEL_KEY = bus.Control.CLOSE, bus.Control.CANCEL_KEY
+PUSH, ACK = bus.LinkType.REQ_NEW_CLIENT_LOGIN, bus.LinkType.RES_NEW_CLIENT_LOGIN
 LOGIN, ECHO, HEARTBEAT = GameReqLogin.TYPE, GameReqEcho.TYPE, GameReqHeartbeat.TYPE
 RES_LOGIN, RES_ECHO = GameResLogin.TYPE, GameResEcho.TYPE
+#: Seconds between two summary lines in the log.
+REPORT_INTERVAL = 10.0
+#: Seconds a stopping worker waits for its status rows to be reset.
+SHUTDOWN_GRACE = 5.0
 
 
 class Mode(IntEnum):
@@ -65,6 +80,7 @@ class PlayerSession:
 
     __slots__ = (
         "account_no",
+        "entered",
         "gateway",
         "inbox",
         "mode",
@@ -77,23 +93,36 @@ class PlayerSession:
     def __init__(self, gateway: bytes, sid: int) -> None:
         self.gateway = gateway
         self.sid = sid
-        self.account_no = 0
+        self.account_no: int | None = None  # set by its REQ_LOGIN
         self.mode = Mode.AUTH
         self.inbox: deque[list[Any]] = deque()
-        self.verifying = False  # an awaitable key check is running
+        self.verifying = False  # an awaitable admission is running
         self.verdict: bool | None = None  # its answer, for the next auth frame
+        self.entered = False  # its status row was set to 1
         self.released = False
 
 
 class GameWorker:
-    """The session table and the two loops. ``link`` must be attached before :meth:`start`."""
+    """The session table and the two loops. ``link`` must be attached before :meth:`start`.
 
-    def __init__(self, config: Config, key_check: KeyCheck) -> None:
+    `status_rows` is None when accounts are not tracked in the DB (verify_key = false)."""
+
+    def __init__(
+        self,
+        config: Config,
+        key_check: KeyCheck,
+        pending: PendingKeys | None = None,
+        status_rows: StatusRows | None = None,
+    ) -> None:
         self.version = config.game.version
         self.frame_interval = config.game.frame_interval
         self.key_check = key_check
+        self.pending = pending
+        self.status_rows = status_rows
         self.link: BusLink | None = None
+        self.outbox: Outbox | None = None
         self.gateways: dict[bytes, dict[int, PlayerSession]] = {}
+        self.by_account: dict[int, PlayerSession] = {}
         self.session_count = 0
         self.counters: Counter[str] = Counter()
         #: AuthFPS, GameFPS and packet rates, refreshed once a second.
@@ -103,11 +132,16 @@ class GameWorker:
         self._auth_ready: dict[PlayerSession, None] = {}  # ordered set
         self._game_ready: dict[PlayerSession, None] = {}
         self._joining: list[PlayerSession] = []
-        self._replies: dict[bytes, list[list[Any]]] = {}
-        self._verifying: set[asyncio.Future[None]] = set()
+        self._hold: set[int] = set()
+        self._free: set[int] = set()
+        self._admitting: set[asyncio.Future[None]] = set()
         self._frame_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_event_loop()
+
+    def attach(self, link: BusLink) -> None:
+        self.link = link
+        self.outbox = Outbox(link, self.counters)
 
     # -- bus side --------------------------------------------------------------------------------
 
@@ -115,15 +149,19 @@ class GameWorker:
         command = frames[0]
         if command == bus.FROM and len(frames) >= 3:
             self._received(frames[1], frames[2:])
-        elif (command == bus.GONE and len(frames) >= 2) or (
-            command == bus.UNROUTABLE and len(frames) >= 2
-        ):
-            self.gateway_gone(frames[1])
+        elif command == bus.GONE and len(frames) >= 3:
+            if frames[2] == b"game":
+                if self.status_rows is not None:
+                    self.status_rows.release_owner(frames[1].decode(errors="replace"))
+            else:
+                self.peer_gone(frames[1])
+        elif command == bus.UNROUTABLE and len(frames) >= 2:
+            self.peer_gone(frames[1])
 
-    def _received(self, gateway: bytes, bodies: list[bytes]) -> None:
-        table = self.gateways.get(gateway)
+    def _received(self, source: bytes, bodies: list[bytes]) -> None:
+        table = self.gateways.get(source)
         if table is None:
-            table = self.gateways[gateway] = {}
+            table = self.gateways[source] = {}
         for body in bodies:
             try:
                 items = bus.unpack_body(body)
@@ -137,27 +175,59 @@ class GameWorker:
                     self.counters["bad_item"] += 1
                     continue
                 session = table.get(sid)
-                if mtype == CLOSE:
-                    if session is not None:
-                        self.release(session)
-                    continue
                 if session is None:
-                    if mtype != LOGIN:
-                        self._reply(gateway, [sid, CLOSE, "unknown_session"])
+                    if mtype == LOGIN:
+                        session = table[sid] = PlayerSession(source, sid)
+                        self.session_count += 1
+                    elif mtype in (PUSH, CANCEL_KEY):
+                        self._link_item(source, item)
                         continue
-                    session = table[sid] = PlayerSession(gateway, sid)
-                    self.session_count += 1
+                    else:
+                        if mtype != CLOSE:  # the session ended here before this arrived
+                            self.outbox_add(source, [sid, CLOSE, "unknown_session"])
+                        continue
+                elif mtype == CLOSE:
+                    self.release(session)
+                    continue
                 session.inbox.append(item)
                 if session.mode is Mode.GAME:
                     self._game_ready[session] = None
                 else:
                     self._auth_ready[session] = None
+        if not table:
+            del self.gateways[source]
         self._schedule_frame()
 
-    def gateway_gone(self, gateway: bytes) -> None:
+    def _link_item(self, source: bytes, item: list[Any]) -> None:
+        """SS_REQ_NEW_CLIENT_LOGIN and its cancel, from an auth worker (systemlink)."""
+        try:
+            parameter, mtype, account_no = item[0], item[1], item[2]
+            if mtype == PUSH:
+                session_key = item[3]
+        except (IndexError, TypeError):
+            self.counters["bad_item"] += 1
+            return
+        if self.pending is None:
+            self.counters["push_ignored"] += 1  # not in systemlink mode: never ACK
+            return
+        if mtype == PUSH:
+            self.pending.push(account_no, session_key, parameter)
+            self._holding(account_no)
+            self.counters["key_pushed"] += 1
+            self.outbox_add(source, [parameter, ACK, account_no, parameter])
+        elif self.pending.cancel(account_no, parameter):
+            self.counters["key_cancelled"] += 1
+            self._maybe_free(account_no)
+
+    def outbox_add(self, dest: bytes, item: list[Any]) -> None:
+        assert self.outbox is not None
+        self.outbox.add(dest, item)
+
+    def peer_gone(self, gateway: bytes) -> None:
         """Release every session of a gateway that left."""
         table = self.gateways.pop(gateway, None)
-        self._replies.pop(gateway, None)
+        assert self.outbox is not None
+        self.outbox.forget(gateway)
         if table:
             log.warning("gateway %s gone: releasing its %d sessions", gateway, len(table))
             for session in list(table.values()):
@@ -172,28 +242,41 @@ class GameWorker:
         table = self.gateways.get(session.gateway)
         if table is not None and table.pop(session.sid, None) is not None:
             self.session_count -= 1
+        account = session.account_no
+        if account is not None and self.by_account.get(account) is session:
+            del self.by_account[account]
+            if session.entered and self.status_rows is not None:
+                self.status_rows.leave(account)
+            self._maybe_free(account)
         self.counters["released"] += 1
-
-    def _reply(self, gateway: bytes, item: list[Any]) -> None:
-        replies = self._replies.get(gateway)
-        if replies is None:
-            replies = self._replies[gateway] = []
-        replies.append(item)
 
     def _close(self, session: PlayerSession, reason: str) -> None:
         self.counters[reason] += 1
-        self._reply(session.gateway, [session.sid, CLOSE, reason])
+        self.outbox_add(session.gateway, [session.sid, CLOSE, reason])
         self.release(session)
 
+    def _holding(self, account_no: int) -> None:
+        self._free.discard(account_no)
+        self._hold.add(account_no)
+
+    def _maybe_free(self, account_no: int) -> None:
+        if account_no not in self.by_account and (
+            self.pending is None or account_no not in self.pending
+        ):
+            self._hold.discard(account_no)
+            self._free.add(account_no)
+
     def flush(self) -> None:
-        """Send this frame's replies: one bus message per gateway."""
-        if not self._replies:
-            return
-        replies, self._replies = self._replies, {}
-        assert self.link is not None
-        for gateway, items in replies.items():
-            if not self.link.send([bus.TO, gateway, bus.pack_body(items)]):
-                self.counters["reply_not_sent"] += len(items)
+        """Send this frame's output: HOLD / FREE first (so the broker knows where an account
+        lives before anyone hears about it), then one bus message per destination."""
+        assert self.link is not None and self.outbox is not None
+        if self._hold:
+            self.link.send([bus.HOLD, bus.pack_keys(list(self._hold))])
+            self._hold.clear()
+        if self._free:
+            self.link.send([bus.FREE, bus.pack_keys(list(self._free))])
+            self._free.clear()
+        self.outbox.flush()
 
     # -- the loops -------------------------------------------------------------------------------
 
@@ -210,17 +293,18 @@ class GameWorker:
         now = time.monotonic()
         if now >= self._next_sample:
             self._next_sample = now + 1.0
+            if self.pending is not None:
+                for account in self.pending.expire(now):
+                    self.counters["key_expired"] += 1
+                    self._maybe_free(account)
             rates = self.rates.sample(now)
             if now >= self._next_report:
                 self._next_report = now + REPORT_INTERVAL
                 log.info(
                     "sessions=%d auth_fps=%.0f game_fps=%.0f echo_tps=%.0f login_tps=%.0f",
-                    self.session_count,
-                    rates["auth_frames"],
-                    rates["game_frames"],
-                    rates["echo"],
-                    rates["login_ok"],
-                )
+                    self.session_count, rates["auth_frames"], rates["game_frames"],
+                    rates["echo"], rates["login_ok"],
+                )  # fmt: skip
         self._timer = self._loop.call_later(self.frame_interval, self._tick)
 
     def _schedule_frame(self) -> None:
@@ -229,7 +313,7 @@ class GameWorker:
             self._loop.call_soon(self.frame)
 
     def frame(self) -> None:
-        """One auth frame, one game frame, then the replies."""
+        """One auth frame, one game frame, then the output."""
         self._frame_scheduled = False
         self.auth_frame()
         self.game_frame()
@@ -277,32 +361,49 @@ class GameWorker:
         _, _, account_no, session_key, version = item
         session.account_no = account_no
         if version != self.version:
-            self.counters["version_miss"] += 1
-            self._reply(
-                session.gateway, [session.sid, RES_LOGIN, GameLoginStatus.VERSION_MISS, account_no]
-            )
+            self._reply_login(session, GameLoginStatus.VERSION_MISS)
             self._close(session, "version_miss")
             return
+        if account_no in self.by_account:
+            self._reply_login(session, GameLoginStatus.FAIL)
+            self._close(session, "duplicate_login")
+            return
+        self.by_account[account_no] = session
+        self._holding(account_no)
         verdict = self.key_check(account_no, session_key)
-        if inspect.isawaitable(verdict):
-            session.verifying = True
-            task = asyncio.ensure_future(self._await_verdict(session, verdict))
-            self._verifying.add(task)
-            task.add_done_callback(self._verifying.discard)
-        else:
+        if self.status_rows is None and not inspect.isawaitable(verdict):
             self._finish_login(session, bool(verdict))
+            return
+        session.verifying = True
+        task = asyncio.ensure_future(self._admit(session, verdict))
+        self._admitting.add(task)
+        task.add_done_callback(self._admitting.discard)
 
-    async def _await_verdict(self, session: PlayerSession, verdict: Awaitable[bool]) -> None:
+    async def _admit(self, session: PlayerSession, verdict: bool | Awaitable[bool]) -> None:
+        """Finish an admission that needs I/O: the key check, then the status row."""
+        account = session.account_no
+        assert account is not None
         try:
-            result = bool(await verdict)
+            admitted = bool(await verdict) if inspect.isawaitable(verdict) else bool(verdict)
+            if admitted and self.status_rows is not None and not session.released:
+                admitted = await self.status_rows.enter(account)
+                if admitted:
+                    session.entered = True
+                    if session.released:  # left while the row was written
+                        self.status_rows.leave(account)
+                else:
+                    self.counters["login_db_unavailable"] += 1
         except Exception:
-            log.exception("key check failed for account %d", session.account_no)
-            result = False
+            log.exception("admission of account %d failed", account)
+            admitted = False
         session.verifying = False
-        session.verdict = result
+        session.verdict = admitted
         if not session.released:
             self._auth_ready[session] = None
             self._schedule_frame()
+
+    def _reply_login(self, session: PlayerSession, status: int) -> None:
+        self.outbox_add(session.gateway, [session.sid, RES_LOGIN, status, session.account_no])
 
     def _finish_login(self, session: PlayerSession, admitted: bool) -> None:
         session.verdict = None
@@ -310,14 +411,10 @@ class GameWorker:
             return
         if admitted:
             self.counters["login_ok"] += 1
-            self._reply(
-                session.gateway, [session.sid, RES_LOGIN, GameLoginStatus.OK, session.account_no]
-            )
+            self._reply_login(session, GameLoginStatus.OK)
             session.mode = Mode.AUTH_TO_GAME
         else:
-            self._reply(
-                session.gateway, [session.sid, RES_LOGIN, GameLoginStatus.FAIL, session.account_no]
-            )
+            self._reply_login(session, GameLoginStatus.FAIL)
             self._close(session, "login_failed")
 
     def _game_packet(self, session: PlayerSession, item: list[Any]) -> None:
@@ -327,7 +424,7 @@ class GameWorker:
                 self._close(session, "account_mismatch")
                 return
             item[1] = RES_ECHO
-            self._reply(session.gateway, item)
+            self.outbox_add(session.gateway, item)
             self.counters["echo"] += 1
         elif mtype == HEARTBEAT:
             self.counters["heartbeat"] += 1
@@ -344,18 +441,29 @@ class GameWorker:
         self.flush()
 
 
-def key_check_for(config: Config) -> KeyCheck:
-    """The key check `config` asks for (issue 3 adds the DB and pushed-key checks)."""
+def key_check_for(config: Config, db: Database | None, pending: PendingKeys | None) -> KeyCheck:
+    """The key check the link mode asks for."""
     if not config.game.verify_key:
         return AcceptAnyKey()
-    return NoKeySource()
+    if config.cluster.link_mode == "systemlink":
+        assert pending is not None
+        return PendingKeyCheck(pending)
+    assert db is not None
+    return StoredKeyCheck(db)
 
 
 async def run(config: Config) -> int:
-    key_check = key_check_for(config)
-    if not config.game.verify_key:
+    stop = runtime.stop_event()
+    db: Database | None = None
+    pending: PendingKeys | None = None
+    if config.game.verify_key:
+        db = await open_database(config)
+        if config.cluster.link_mode == "systemlink":
+            pending = PendingKeys(config.game.pending_key_ttl)
+    else:
         log.warning("game.verify_key = false: every login is accepted (raw echo load tests only)")
-    worker = GameWorker(config, key_check)
+    key_check = key_check_for(config, db, pending)
+    worker = GameWorker(config, key_check, pending)
     link = BusLink(
         config.broker.endpoint,
         "game",
@@ -365,20 +473,29 @@ async def run(config: Config) -> int:
         load=lambda: worker.session_count,
         info={"key_check": key_check.name},
     )
-    worker.link = link
-    stop = runtime.stop_event()
+    worker.attach(link)
+    if db is not None:
+        worker.status_rows = StatusRows(db, link.identity.decode(), worker.counters)
+        worker.status_rows.start()
     await link.start()
     worker.start()
     registered = asyncio.create_task(link.registered.wait())
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({registered, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if not stop.is_set():
-        runtime.announce_ready(role="game", id=link.identity.decode(), loop=runtime.loop_name())
+        runtime.announce_ready(
+            role="game", id=link.identity.decode(), key_check=key_check.name.split()[0],
+            loop=runtime.loop_name(),
+        )  # fmt: skip
         await stop.wait()
     registered.cancel()
     worker.stop()
     worker.close_all("worker_shutdown")
     await link.close()
+    if worker.status_rows is not None:
+        await worker.status_rows.close(SHUTDOWN_GRACE)
+    if db is not None:
+        await db.close()
     log.info("stopped; counters: %s", dict(worker.counters))
     return 0
 

@@ -2,14 +2,25 @@
 
 A :class:`KeyCheck` is called with the AccountNo and the 64-byte session key from
 CS_GAME_REQ_LOGIN and returns True (admit), False (status FAIL), or an awaitable of either, for
-checks that need I/O (the shared DB in non-systemlink mode). The game worker never blocks on it:
-an awaitable answer is collected in a later auth frame.
+checks that need I/O. The game worker never blocks on it: an awaitable answer is collected in a
+later auth frame. One check per link mode:
+
+- systemlink: :class:`PendingKeyCheck`, the key an auth worker pushed here (no DB read);
+- non-systemlink: :class:`StoredKeyCheck`, ``accountdb.sessionkey`` (one DB read);
+- ``[game] verify_key = false``: :class:`AcceptAnyKey`, the original standalone echo server.
 """
 
 from __future__ import annotations
 
+import hmac
+import logging
 from collections.abc import Awaitable
 from typing import Protocol
+
+from cluster.db import Database, DatabaseError
+from workers.pending_keys import PendingKeys
+
+log = logging.getLogger("workers.keycheck")
 
 
 class KeyCheck(Protocol):
@@ -21,8 +32,7 @@ class KeyCheck(Protocol):
 
 
 class AcceptAnyKey:
-    """``[game] verify_key = false``: every login is admitted, as the original standalone echo
-    server did. For raw echo load tests only."""
+    """Every login is admitted. For raw echo load tests only."""
 
     name = "accept-any (verify_key = false)"
 
@@ -30,10 +40,34 @@ class AcceptAnyKey:
         return True
 
 
-class NoKeySource:
-    """``[game] verify_key = true`` with no key source wired in: every key fails (status 0)."""
+class PendingKeyCheck:
+    """Systemlink: the key must equal the one pushed for the account (single use, with a TTL)."""
 
-    name = "no key source (every login fails)"
+    name = "pushed-key (systemlink)"
+
+    def __init__(self, pending: PendingKeys) -> None:
+        self.pending = pending
 
     def __call__(self, account_no: int, session_key: bytes) -> bool:
-        return False
+        return self.pending.consume(account_no, session_key)
+
+
+class StoredKeyCheck:
+    """Non-systemlink: the key must equal ``accountdb.sessionkey`` of the account (all 64 bytes).
+    An unreachable DB fails the login."""
+
+    name = "stored-key (non-systemlink)"
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def _check(self, account_no: int, session_key: bytes) -> bool:
+        try:
+            stored = await self.db.session_key(account_no)
+        except DatabaseError as exc:
+            log.warning("cannot check the key of account %d: %s", account_no, exc)
+            return False
+        return stored is not None and hmac.compare_digest(stored, session_key)
+
+    def __call__(self, account_no: int, session_key: bytes) -> Awaitable[bool]:
+        return self._check(account_no, session_key)

@@ -1,0 +1,242 @@
+"""The domain SQL, written once and rendered for each backend.
+
+Both backends accept the same text: backtick-quoted identifiers (SQLite takes them for MySQL's
+sake), database-qualified names, ``?`` parameters (turned into ``%s`` for MySQL), a ``{now}``
+expression for the monitoring rows' date (the DB's local time) and a ``{key}`` expression for a
+session key parameter. MySQL receives keys as hex text under ``UNHEX()``: aiomysql 0.3.2 cannot
+send a bytes parameter with PyMySQL >= 1.2.3 (aio-libs/aiomysql#1080), and hex text works with
+every version. Rows coming back are turned into the interface's types here too, so both backends
+answer alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from cluster.db.base import AccountRow, BattleSample, HardwareSample, LoginSample, NewAccount
+
+# Statement sizes: at most 999 parameters (the lowest SQLite limit, before 3.32) and well below
+# MySQL's max_allowed_packet.
+IN_LIST_CHUNK = 300  # AccountNos per "IN (...)" list (the duplicate check uses three lists)
+MYSQL_ROWS_CHUNK = 2000  # rows per multi-row INSERT on MySQL (about 0.5 MB of SQL)
+SQLITE_ROWS_CHUNK = 150  # rows per multi-row INSERT on SQLite (750 parameters)
+
+_ACCOUNT = (
+    "SELECT `accountno`, `userid`, `usernick`, `sessionkey`, `status`, `key_row`, `status_row`"
+    " FROM `{a}`.`v_account` WHERE `accountno` = ?"
+)
+_SESSION_KEY = "SELECT `sessionkey` FROM `{a}`.`sessionkey` WHERE `accountno` = ?"
+_ENTER_GAME = "UPDATE `{a}`.`status` SET `status` = 1, `owner` = ? WHERE `accountno` = ?"
+_LEAVE_GAME = (
+    "UPDATE `{a}`.`status` SET `status` = 0, `owner` = NULL"
+    " WHERE `owner` = ? AND `accountno` IN ({marks})"
+)
+_RELEASE_OWNER = "UPDATE `{a}`.`status` SET `status` = 0, `owner` = NULL WHERE `owner` = ?"
+_MAX_ACCOUNT_NO = "SELECT COALESCE(MAX(`accountno`), 0) FROM `{a}`.`account`"
+# Multi-row INSERTs: {rows} is the VALUES list, one group per row.
+_INSERT_ACCOUNTS = (
+    "INSERT INTO `{a}`.`account` (`accountno`, `userid`, `userpass`, `usernick`, `salt`)"
+    " VALUES {rows}"
+)
+_ACCOUNT_ROW = "(?, ?, ?, ?, ?)"
+_INSERT_SESSION_KEYS = "INSERT INTO `{a}`.`sessionkey` (`accountno`, `sessionkey`) VALUES {rows}"
+_SESSION_KEY_ROW = "(?, {key})"
+_INSERT_STATUSES = "INSERT INTO `{a}`.`status` (`accountno`, `status`) VALUES {rows}"
+_STATUS_ROW = "(?, 0)"
+_EXISTING = " UNION ".join(
+    f"SELECT `accountno` FROM `{{a}}`.`{table}` WHERE `accountno` IN ({{marks}})"
+    for table in ("account", "sessionkey", "status")
+)
+_WHITE_IPS = "SELECT `ip` FROM `{a}`.`whiteip`"
+_INSERT_HARDWARE = (
+    "INSERT INTO `{s}`.`hardware` (`date`, `CPUUsage`, `AvailableMBytes`, `NonPagedBytes`,"
+    " `writer`) VALUES ({now}, ?, ?, ?, ?)"
+)
+_INSERT_BATTLE = (
+    "INSERT INTO `{s}`.`battle` (`date`, `CPUUsage`, `CommitMemory`, `PacketPool`, `AuthFPS`,"
+    " `GameFPS`, `SessionAll`, `SessionAuth`, `SessionGame`, `writer`)"
+    " VALUES ({now}, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_LOGIN = (
+    "INSERT INTO `{s}`.`login` (`date`, `CPUUsage`, `CommitMemory`, `PacketPool`, `SessionAll`,"
+    " `LoginSuccessTPS`, `writer`) VALUES ({now}, ?, ?, ?, ?, ?, ?)"
+)
+
+
+class Statements:
+    """The domain statements for one backend: database names, parameter mark, clock function and
+    how a session key is passed (`key` wraps the parameter mark, `key_param` converts the bytes)."""
+
+    def __init__(
+        self,
+        *,
+        accountdb: str,
+        status_server: str,
+        param: str,
+        now: str,
+        key: str,
+        key_param: Callable[[bytes], Any],
+    ) -> None:
+        self._names = {"a": accountdb, "s": status_server, "now": now, "key": key}
+        self._param = param
+        self.key_param = key_param
+        self.account = self._render(_ACCOUNT)
+        self.session_key = self._render(_SESSION_KEY)
+        self.enter_game = self._render(_ENTER_GAME)
+        self.release_owner = self._render(_RELEASE_OWNER)
+        self.max_account_no = self._render(_MAX_ACCOUNT_NO)
+        self.white_ips = self._render(_WHITE_IPS)
+        self.insert_hardware = self._render(_INSERT_HARDWARE)
+        self.insert_battle = self._render(_INSERT_BATTLE)
+        self.insert_login = self._render(_INSERT_LOGIN)
+
+    def _render(self, template: str, marks: int = 0, rows: str = "") -> str:
+        sql = template.format(marks=", ".join("?" * marks), rows=rows, **self._names)
+        return sql.replace("?", self._param)
+
+    def leave_game(self, count: int) -> str:
+        """UPDATE for `count` AccountNos; parameters: owner, then the AccountNos."""
+        return self._render(_LEAVE_GAME, count)
+
+    def existing(self, count: int) -> str:
+        """Which of `count` AccountNos have an account, sessionkey or status row; parameters:
+        the AccountNos three times."""
+        return self._render(_EXISTING, count)
+
+    def account_inserts(
+        self, accounts: Sequence[NewAccount], rows_per_insert: int
+    ) -> list[tuple[str, list[Any]]]:
+        """(sql, parameters) for multi-row INSERTs of the account, sessionkey and status rows of
+        `accounts`, at most `rows_per_insert` rows each; run them in one transaction."""
+        key_row = _SESSION_KEY_ROW.format(key=self._names["key"])
+        tables = (
+            (_INSERT_ACCOUNTS, _ACCOUNT_ROW, _account_values),
+            (_INSERT_SESSION_KEYS, key_row, self._session_key_values),
+            (_INSERT_STATUSES, _STATUS_ROW, _status_values),
+        )
+        inserts = []
+        for template, row, values in tables:
+            for start in range(0, len(accounts), rows_per_insert):
+                chunk = accounts[start : start + rows_per_insert]
+                sql = self._render(template, rows=", ".join([row] * len(chunk)))
+                inserts.append((sql, [v for account in chunk for v in values(account)]))
+        return inserts
+
+    def _session_key_values(self, account: NewAccount) -> tuple[Any, ...]:
+        return (account.account_no, self.key_param(account.session_key))
+
+
+def _account_values(a: NewAccount) -> tuple[Any, ...]:
+    return (a.account_no, a.user_id, a.password_hash, a.nickname, a.salt)
+
+
+def _status_values(a: NewAccount) -> tuple[Any, ...]:
+    return (a.account_no,)
+
+
+def mysql_statements(accountdb: str, status_server: str) -> Statements:
+    """Statements for MySQL/MariaDB (``%s`` parameters, ``NOW()``, keys as hex under UNHEX)."""
+    return Statements(
+        accountdb=accountdb,
+        status_server=status_server,
+        param="%s",
+        now="NOW()",
+        key="UNHEX(?)",
+        key_param=bytes.hex,
+    )
+
+
+def sqlite_statements() -> Statements:
+    """Statements for SQLite (``?`` parameters, local time as ``YYYY-MM-DD HH:MM:SS``, keys as
+    BLOBs)."""
+    return Statements(
+        accountdb="accountdb",
+        status_server="status_server",
+        param="?",
+        now="datetime('now', 'localtime')",
+        key="?",
+        key_param=bytes,
+    )
+
+
+def chunks(values: Sequence[int], size: int = IN_LIST_CHUNK) -> Iterator[Sequence[int]]:
+    """`values` in slices of at most `size`, for IN lists."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def to_key(value: Any) -> bytes | None:
+    """A stored session key as bytes (None stays None; text written by other tools is encoded)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.encode()
+    return bytes(value)
+
+
+def to_account_row(row: Sequence[Any]) -> AccountRow:
+    """One v_account row (the columns of the ``account`` statement) as an AccountRow."""
+    account_no, user_id, nickname, key, status, key_row, status_row = row
+    return AccountRow(
+        account_no=int(account_no),
+        user_id=user_id,
+        nickname=nickname,
+        session_key=to_key(key),
+        status=None if status is None else int(status),
+        has_key_row=key_row is not None,
+        has_status_row=status_row is not None,
+    )
+
+
+def hardware_params(sample: HardwareSample) -> tuple[Any, ...]:
+    # NonPagedBytes holds the sample's megabytes, as the sample reports them.
+    return (sample.cpu_usage, sample.available_mbytes, sample.nonpaged_mbytes, sample.writer)
+
+
+def battle_params(sample: BattleSample) -> tuple[Any, ...]:
+    return (
+        sample.cpu_usage,
+        sample.commit_memory,
+        sample.packet_pool,
+        sample.auth_fps,
+        sample.game_fps,
+        sample.session_all,
+        sample.session_auth,
+        sample.session_game,
+        sample.writer,
+    )
+
+
+def login_params(sample: LoginSample) -> tuple[Any, ...]:
+    return (
+        sample.cpu_usage,
+        sample.commit_memory,
+        sample.packet_pool,
+        sample.session_all,
+        sample.login_success_tps,
+        sample.writer,
+    )
+
+
+def check_new_accounts(accounts: Sequence[NewAccount]) -> None:
+    """Raise ValueError for a batch that could not be stored faithfully (a programming error)."""
+    seen: set[int] = set()
+    for account in accounts:
+        if len(account.session_key) != 64:
+            raise ValueError(
+                f"AccountNo {account.account_no}: session key is {len(account.session_key)} bytes,"
+                " not 64"
+            )
+        if account.account_no in seen:
+            raise ValueError(f"AccountNo {account.account_no} appears twice in one batch")
+        seen.add(account.account_no)
+
+
+def duplicates_message(existing: Iterable[int]) -> str:
+    """The DatabaseError text for AccountNos that already exist."""
+    nos = sorted(set(existing))
+    shown = ", ".join(map(str, nos[:10])) + (
+        f" (and {len(nos) - 10} more)" if len(nos) > 10 else ""
+    )
+    return f"AccountNo {shown} already exist{'s' if len(nos) == 1 else ''}; nothing was inserted"

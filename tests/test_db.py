@@ -1,0 +1,401 @@
+"""The Database interface on real SQLite files and a real MariaDB, each test on both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cluster.db import (
+    AccountRow,
+    BattleSample,
+    Database,
+    DatabaseError,
+    DatabaseUnavailable,
+    HardwareSample,
+    LoginSample,
+    NewAccount,
+    open_database,
+)
+from cluster.db.accounts import new_account
+from tests.dbfixtures import BACKENDS, DbBackend, open_backend, with_db
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DbBackend]:
+    yield from open_backend(request.param, tmp_path)
+
+
+def accounts(*nos: int) -> list[NewAccount]:
+    return [new_account(no) for no in nos]
+
+
+def create_schema(backend: DbBackend) -> None:
+    with_db(backend.config(), lambda db: db.init_schema(), init=False)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_init_schema_twice_is_idempotent_and_keeps_rows(backend):
+    async def scenario(db: Database) -> AccountRow | None:
+        await db.create_accounts(accounts(1))
+        await db.init_schema()
+        await db.init_schema()
+        return await db.account(1)
+
+    row = with_db(backend.config(), scenario)
+    assert row is not None and row.user_id == "ID_1"
+
+
+def test_account_tells_missing_rows_from_null_columns(backend):
+    key = bytes(range(64))
+    create_schema(backend)
+    statements = [
+        # 2: no sessionkey row; 3: NULL key; 4: no status row; 5: NULL userid/nick; 6: complete
+        ("INSERT INTO {accountdb}.account (accountno, userid, userpass, usernick)"
+         " VALUES (2, 'ID_2', 'p', 'N_2'), (3, 'ID_3', 'p', 'N_3'), (4, 'ID_4', 'p', 'N_4'),"
+         " (5, NULL, 'p', NULL), (6, 'ID_6', 'p', 'N_6')", ()),
+        ("INSERT INTO {accountdb}.sessionkey (accountno, sessionkey)"
+         " VALUES (3, NULL), (4, ?), (5, ?), (6, ?)", (key, key, key)),
+        ("INSERT INTO {accountdb}.status (accountno, status) VALUES (2, 0), (3, 0), (5, 1), (6, 1)",
+         ()),
+    ]  # fmt: skip
+    for sql, params in statements:
+        backend.execute(sql, params)
+
+    async def scenario(db: Database) -> list[AccountRow | None]:
+        return [await db.account(no) for no in range(1, 7)]
+
+    rows = with_db(backend.config(), scenario, init=False)
+    assert rows == [
+        None,
+        AccountRow(2, "ID_2", "N_2", None, 0, has_key_row=False, has_status_row=True),
+        AccountRow(3, "ID_3", "N_3", None, 0, has_key_row=True, has_status_row=True),
+        AccountRow(4, "ID_4", "N_4", key, None, has_key_row=True, has_status_row=False),
+        AccountRow(5, None, None, key, 1, has_key_row=True, has_status_row=True),
+        AccountRow(6, "ID_6", "N_6", key, 1, has_key_row=True, has_status_row=True),
+    ]
+
+
+def test_session_key_round_trips_any_64_bytes(backend):
+    keys = [
+        bytes(64),
+        b"\xff" * 64,
+        bytes(range(64)),
+        bytes(range(192, 256)),
+        b"key" + bytes(61),  # trailing NULs must not be trimmed
+        b" " * 63 + b"\x00",  # nor trailing spaces
+    ]
+    made = [new_account(no)._replace(session_key=key) for no, key in enumerate(keys, start=1)]
+
+    async def scenario(db: Database) -> tuple[list[bytes | None], list[bytes | None], None]:
+        await db.create_accounts(made)
+        stored = [await db.session_key(no) for no in range(1, len(keys) + 1)]
+        rows = [await db.account(no) for no in range(1, len(keys) + 1)]
+        return stored, [row.session_key for row in rows if row], await db.session_key(99)
+
+    assert with_db(backend.config(), scenario) == (keys, keys, None)
+
+
+def test_session_key_is_none_for_a_null_key(backend):
+    with_db(backend.config(), lambda db: db.create_accounts(accounts(1)))
+    backend.execute("UPDATE {accountdb}.sessionkey SET sessionkey = NULL WHERE accountno = 1")
+    assert with_db(backend.config(), lambda db: db.session_key(1), init=False) is None
+
+
+def test_enter_game_sets_owner_and_needs_a_status_row(backend):
+    async def scenario(db: Database) -> tuple[bool, bool, bool, AccountRow | None]:
+        await db.create_accounts(accounts(1))
+        first = await db.enter_game(1, "game#1")
+        again = await db.enter_game(1, "game#1")  # already in game: still a row, still True
+        return first, again, await db.enter_game(2, "game#1"), await db.account(1)
+
+    first, again, missing, row = with_db(backend.config(), scenario)
+    assert (first, again, missing) == (True, True, False)
+    assert row is not None and row.status == 1
+    assert backend.execute("SELECT owner FROM {accountdb}.status WHERE accountno = 1") == [
+        ("game#1",)
+    ]
+
+
+def test_leave_game_resets_only_rows_that_owner_holds(backend):
+    async def scenario(db: Database) -> list[int | None]:
+        await db.create_accounts(accounts(1, 2, 3))
+        for no in (1, 2):
+            await db.enter_game(no, "game#1")
+        await db.enter_game(3, "game#2")
+        await db.leave_game([1, 3], "game#1")  # 3 is game#2's: untouched
+        await db.leave_game([2], "game#9")  # not game#9's: untouched
+        await db.leave_game([], "game#1")
+        return [row.status for row in [await db.account(n) for n in (1, 2, 3)] if row]
+
+    assert with_db(backend.config(), scenario) == [0, 1, 1]
+    owners = backend.execute("SELECT accountno, owner FROM {accountdb}.status ORDER BY accountno")
+    assert owners == [(1, None), (2, "game#1"), (3, "game#2")]
+
+
+def test_leave_game_handles_more_accounts_than_one_statement_holds(backend):
+    nos = list(range(1, 1202))
+
+    async def scenario(db: Database) -> int:
+        await db.create_accounts(accounts(*nos))
+        for no in nos:
+            await db.enter_game(no, "game#1")
+        await db.leave_game(nos, "game#1")
+        return await db.release_owner("game#1")
+
+    assert with_db(backend.config(), scenario) == 0
+
+
+def test_release_owner_resets_only_that_owners_rows_and_counts_them(backend):
+    async def scenario(db: Database) -> tuple[int, int, list[int | None]]:
+        await db.create_accounts(accounts(1, 2, 3, 4))
+        for no, owner in ((1, "game#1"), (2, "game#1"), (3, "game#2")):
+            await db.enter_game(no, owner)
+        released = await db.release_owner("game#1")
+        again = await db.release_owner("game#1")
+        return (
+            released,
+            again,
+            [row.status for row in [await db.account(n) for n in (1, 2, 3, 4)] if row],
+        )
+
+    assert with_db(backend.config(), scenario) == (2, 0, [0, 0, 1, 0])
+
+
+def test_max_account_no(backend):
+    async def scenario(db: Database) -> tuple[int, int]:
+        empty = await db.max_account_no()
+        await db.create_accounts(accounts(7, 3, 12))
+        return empty, await db.max_account_no()
+
+    assert with_db(backend.config(), scenario) == (0, 12)
+
+
+def test_create_accounts_with_an_existing_account_no_inserts_nothing(backend):
+    async def scenario(db: Database) -> tuple[str, int, AccountRow | None]:
+        await db.create_accounts(accounts(5))
+        with pytest.raises(DatabaseError) as caught:
+            await db.create_accounts(accounts(4, 5, 6))
+        return str(caught.value), await db.max_account_no(), await db.account(4)
+
+    message, max_no, row = with_db(backend.config(), scenario)
+    assert "AccountNo 5 already exists" in message
+    assert (max_no, row) == (5, None)
+    assert backend.execute("SELECT COUNT(*) FROM {accountdb}.sessionkey") == [(1,)]
+    assert backend.execute("SELECT COUNT(*) FROM {accountdb}.status") == [(1,)]
+
+
+def test_create_accounts_names_an_account_no_that_has_only_a_stray_row(backend):
+    create_schema(backend)
+    backend.execute("INSERT INTO {accountdb}.status (accountno, status) VALUES (8, 0)")
+
+    async def scenario(db: Database) -> str:
+        with pytest.raises(DatabaseError) as caught:
+            await db.create_accounts(accounts(7, 8))
+        return str(caught.value)
+
+    assert "AccountNo 8 already exists" in with_db(backend.config(), scenario, init=False)
+    assert backend.execute("SELECT COUNT(*) FROM {accountdb}.account") == [(0,)]
+
+
+def test_create_accounts_rejects_a_malformed_batch_before_writing(backend):
+    async def scenario(db: Database) -> int:
+        with pytest.raises(ValueError, match="not 64"):
+            await db.create_accounts([new_account(1)._replace(session_key=b"short")])
+        with pytest.raises(ValueError, match="twice"):
+            await db.create_accounts(accounts(2, 2))
+        await db.create_accounts([])
+        return await db.max_account_no()
+
+    assert with_db(backend.config(), scenario) == 0
+
+
+def test_white_ips(backend):
+    assert with_db(backend.config(), lambda db: db.white_ips()) == set()
+    backend.execute("INSERT INTO {accountdb}.whiteip (ip) VALUES ('127.0.0.1'), ('10.0.0.7')")
+    assert with_db(backend.config(), lambda db: db.white_ips(), init=False) == {
+        "127.0.0.1",
+        "10.0.0.7",
+    }
+
+
+def test_monitoring_rows_land_with_their_writer_and_the_current_date(backend):
+    async def scenario(db: Database) -> None:
+        await db.insert_hardware(HardwareSample(12, 2048, 96, writer="monitor@host"))
+        await db.insert_battle(BattleSample(30, 512, 900, 50, 49, 300, 20, 280, writer="game#1"))
+        await db.insert_login(LoginSample(7, 256, 100, 42, 95, writer="auth#2"))
+
+    before = datetime.datetime.now().replace(microsecond=0)
+    with_db(backend.config(), scenario)
+    after = datetime.datetime.now()
+    rows = {
+        "hardware": backend.execute(
+            "SELECT CPUUsage, AvailableMBytes, NonPagedBytes, writer, date"
+            " FROM {status_server}.hardware"
+        ),
+        "battle": backend.execute(
+            "SELECT CPUUsage, CommitMemory, PacketPool, AuthFPS, GameFPS, SessionAll, SessionAuth,"
+            " SessionGame, writer, date FROM {status_server}.battle"
+        ),
+        "login": backend.execute(
+            "SELECT CPUUsage, CommitMemory, PacketPool, SessionAll, LoginSuccessTPS, writer, date"
+            " FROM {status_server}.login"
+        ),
+    }
+    assert [row[:-1] for row in rows["hardware"]] == [(12, 2048, 96, "monitor@host")]
+    assert [row[:-1] for row in rows["battle"]] == [(30, 512, 900, 50, 49, 300, 20, 280, "game#1")]
+    assert [row[:-1] for row in rows["login"]] == [(7, 256, 100, 42, 95, "auth#2")]
+    for (table,) in (("hardware",), ("battle",), ("login",)):
+        date = rows[table][0][-1]
+        if isinstance(date, str):  # SQLite keeps 'YYYY-MM-DD HH:MM:SS' text
+            date = datetime.datetime.fromisoformat(date)
+        assert before <= date <= after, (table, date)
+
+
+def test_unreachable_database_raises_unavailable_naming_the_url_without_password(backend):
+    if backend.name == "mysql":
+        port = closed_port()
+        url = f"mysql://root:s3cret@127.0.0.1:{port}"
+        shown = f"mysql://root:***@127.0.0.1:{port}"
+    else:
+        blocker = backend.tmp_path / "a-file"
+        blocker.write_text("not a directory")
+        url = f"sqlite:///{blocker / 'db'}"
+        shown = url
+    config = backend.config(url, timeout=2)
+
+    async def scenario() -> list[str]:
+        db = await open_database(config)  # does not connect yet: does not fail
+        try:
+            messages = []
+            for call in (db.init_schema(), db.account(1), db.create_accounts(accounts(1))):
+                with pytest.raises(DatabaseUnavailable) as caught:
+                    await call
+                messages.append(str(caught.value))
+            return messages
+        finally:
+            await db.close()
+
+    started = time.monotonic()
+    for message in asyncio.run(scenario()):
+        assert message.startswith(shown), message
+        assert "s3cret" not in message and "\n" not in message
+    assert time.monotonic() - started < 2
+
+
+def test_database_works_again_after_an_outage(backend):
+    async def scenario() -> None:
+        async with backend.breakable(timeout=0.3) as (config, breaker):
+            db = await open_database(config)
+            try:
+                await db.init_schema()
+                await db.create_accounts(accounts(1))
+                assert await db.enter_game(1, "game#1")
+                await breaker.cut()
+                with pytest.raises(DatabaseUnavailable):
+                    await db.enter_game(1, "game#2")
+                with pytest.raises(DatabaseUnavailable):
+                    await db.create_accounts(accounts(2))
+                await breaker.restore()
+                assert await db.enter_game(1, "game#2")
+                await db.create_accounts(accounts(2))
+                assert await db.max_account_no() == 2
+                assert await db.release_owner("game#2") == 1
+            finally:
+                await db.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_call_waiting_on_the_database_gives_up_after_the_timeout_without_blocking_the_loop(
+    backend,
+):
+    timeout = 0.5
+
+    async def scenario() -> tuple[float, int]:
+        async with backend.breakable(timeout=timeout) as (config, breaker):
+            db = await open_database(config)
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.05)
+                    ticks += 1
+
+            try:
+                await db.init_schema()
+                await db.create_accounts(accounts(1))
+                await breaker.block()
+                ticking = asyncio.create_task(ticker())
+                started = time.monotonic()
+                with pytest.raises(DatabaseUnavailable):
+                    await db.enter_game(1, "game#1")
+                waited = time.monotonic() - started
+                ticking.cancel()
+                await breaker.restore()
+                assert await db.enter_game(1, "game#1")
+                return waited, ticks
+            finally:
+                await db.close()
+
+    waited, ticks = asyncio.run(scenario())
+    assert timeout * 0.8 <= waited < timeout + 2
+    assert ticks >= 4  # the loop kept running while the call waited
+
+
+@pytest.mark.parametrize("backend", ["mysql"], indirect=True)
+def test_a_pooled_connection_that_died_is_replaced_without_an_error(backend):
+    async def scenario() -> AccountRow | None:
+        async with backend.breakable() as (config, breaker):
+            db = await open_database(config)
+            try:
+                await db.init_schema()
+                await db.create_accounts(accounts(1))
+                breaker.proxy.drop_connections()  # the idle pooled connection is now dead
+                return await db.account(1)
+            finally:
+                await db.close()
+
+    row = asyncio.run(scenario())
+    assert row is not None and row.account_no == 1
+
+
+def test_concurrent_calls_share_a_small_pool(backend):
+    async def scenario(db: Database) -> list[object]:
+        await db.create_accounts(accounts(*range(1, 51)))
+        calls = [db.enter_game(no, f"game#{no % 3}") for no in range(1, 51)]
+        calls += [db.account(no) for no in range(1, 51)]
+        return await asyncio.gather(*calls)
+
+    results = with_db(backend.config(pool_size=2), scenario)
+    assert results[:50] == [True] * 50
+    assert [row.account_no for row in results[50:]] == list(range(1, 51))
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_sqlite_files_are_in_wal_mode_in_a_created_directory(backend):
+    assert not backend.sqlite_dir.exists()
+    create_schema(backend)
+    for name in ("accountdb", "status_server"):
+        assert backend.execute(f"PRAGMA {name}.journal_mode") == [("wal",)]
+
+
+def test_calls_after_close_raise_unavailable(backend):
+    async def scenario() -> None:
+        db = await open_database(backend.config())
+        await db.close()
+        with pytest.raises(DatabaseUnavailable):
+            await db.max_account_no()
+
+    asyncio.run(scenario())

@@ -1,0 +1,284 @@
+"""The auth (login) worker: REQ_LOGIN -> account checks -> (systemlink: key push) -> RES_LOGIN.
+
+For each request from a gateway's login port:
+
+1. no game worker is live (per the broker's ROSTER) -> NOSERVER;
+2. one read of ``accountdb.v_account`` decides ACCOUNT_MISS, SESSION_MISS, STATUS_MISS, FAIL (key
+   differs) or GAME (status row != 0); an unreachable DB answers NOSERVER (try again later);
+3. systemlink: SS_REQ_NEW_CLIENT_LOGIN {AccountNo, SessionKey, Parameter} is placed on the game
+   worker the broker picks for the account, and the client hears OK only when
+   SS_RES_NEW_CLIENT_LOGIN with that Parameter comes back; an ACK for another Parameter (an earlier
+   attempt) is ignored; no ACK within ``[auth] link_timeout`` answers NOSERVER and cancels the
+   pushed key; non-systemlink: OK at once (the game worker reads the key from the DB itself);
+4. RES_LOGIN carries ID and Nickname from the DB and ``[gateway] public_host:game_port`` as the
+   game (and chat) server address; then the gateway closes the connection.
+
+Logins run concurrently (at most ``[auth] max_inflight``); replies of one loop iteration go out as
+one bus message per gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import itertools
+import logging
+import random
+import time
+from collections import Counter
+from typing import Any
+
+from cluster import bus, runtime
+from cluster.config import Config
+from cluster.counters import PerSecond
+from cluster.db import AccountRow, Database, DatabaseError, open_database
+from cluster.link import BusLink
+from cluster.messages import LoginReqLogin, LoginResLogin, LoginStatus
+from workers.outbox import Outbox
+from workers.status_rows import StatusRows
+
+log = logging.getLogger("workers.auth")
+
+CLOSE, CANCEL_KEY = bus.Control.CLOSE, bus.Control.CANCEL_KEY
+PUSH, ACK = bus.LinkType.REQ_NEW_CLIENT_LOGIN, bus.LinkType.RES_NEW_CLIENT_LOGIN
+REQ_LOGIN, RES_LOGIN = LoginReqLogin.TYPE, LoginResLogin.TYPE
+REPORT_INTERVAL = 10.0
+
+
+def judge(row: AccountRow | None, session_key: bytes) -> LoginStatus:
+    """The login status the account's v_account row gives for `session_key`."""
+    if row is None:
+        return LoginStatus.ACCOUNT_MISS
+    if not row.has_key_row or row.session_key is None:
+        return LoginStatus.SESSION_MISS
+    if not row.has_status_row or row.status is None or row.user_id is None or row.nickname is None:
+        return LoginStatus.STATUS_MISS
+    if not hmac.compare_digest(row.session_key, session_key):
+        return LoginStatus.FAIL
+    if row.status != 0:
+        return LoginStatus.GAME
+    return LoginStatus.OK
+
+
+class LoginLatency:
+    """Min / avg / max of completed logins (request -> answer), reset by :meth:`take`."""
+
+    def __init__(self) -> None:
+        self.count, self.total, self.low, self.high = 0, 0.0, float("inf"), 0.0
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        self.low = min(self.low, seconds)
+        self.high = max(self.high, seconds)
+
+    def take(self) -> tuple[float, float, float]:
+        """(min, avg, max) in ms since the last take; zeros when there was none."""
+        if not self.count:
+            return 0.0, 0.0, 0.0
+        result = (self.low * 1000, self.total / self.count * 1000, self.high * 1000)
+        self.__init__()  # type: ignore[misc]
+        return result
+
+
+class AuthWorker:
+    """Answers login requests. ``attach`` a link before use."""
+
+    def __init__(self, config: Config, db: Database) -> None:
+        self.systemlink = config.cluster.link_mode == "systemlink"
+        self.link_timeout = config.auth.link_timeout
+        self.game_address = (config.gateway.public_host, config.gateway.game_port)
+        self.db = db
+        self.link: BusLink | None = None
+        self.outbox: Outbox | None = None
+        self.status_rows: StatusRows | None = None
+        self.game_workers: list[str] = []
+        self.roster_known = asyncio.Event()
+        self.counters: Counter[str] = Counter()
+        self.rates = PerSecond(self.counters, ("login_ok",))
+        self.latency = LoginLatency()
+        self.inflight = 0
+        self._slots = asyncio.Semaphore(config.auth.max_inflight)
+        self._awaiting: dict[int, tuple[int, asyncio.Future[bool]]] = {}
+        self._parameters = itertools.count(random.getrandbits(40) << 16)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def attach(self, link: BusLink) -> None:
+        self.link = link
+        self.outbox = Outbox(link, self.counters)
+        self.status_rows = StatusRows(self.db, link.identity.decode(), self.counters)
+
+    # -- bus side --------------------------------------------------------------------------------
+
+    def on_bus(self, frames: list[bytes]) -> None:
+        command = frames[0]
+        if command == bus.FROM and len(frames) >= 3:
+            for body in frames[2:]:
+                self._received(frames[1], body)
+        elif command == bus.ROSTER and len(frames) >= 2:
+            try:
+                self.game_workers = list(bus.unpack_info(frames[1]).get("game", []))
+            except ValueError:
+                self.counters["bad_roster"] += 1
+                return
+            self.roster_known.set()
+        elif command == bus.UNROUTABLE and len(frames) >= 2:
+            for body in frames[2:]:
+                for item in self._items(body):
+                    if item[1] == PUSH:
+                        self._resolve(item[0], item[2], False)
+        elif command == bus.GONE and len(frames) >= 3 and frames[2] == b"game":
+            assert self.status_rows is not None
+            self.status_rows.release_owner(frames[1].decode(errors="replace"))
+
+    def _items(self, body: bytes) -> list[Any]:
+        try:
+            return bus.unpack_body(body)
+        except ValueError:
+            self.counters["bad_bus_body"] += 1
+            return []
+
+    def _received(self, source: bytes, body: bytes) -> None:
+        for item in self._items(body):
+            try:
+                mtype = item[1]
+                if mtype == REQ_LOGIN:
+                    sid, _, account_no, session_key = item
+                    task = asyncio.create_task(self.login(source, sid, account_no, session_key))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                elif mtype == ACK:
+                    self._resolve(item[0], item[2], True)
+                elif mtype != CLOSE:  # a client that left needs no answer
+                    self.counters["unexpected_item"] += 1
+            except (ValueError, IndexError, TypeError):
+                self.counters["bad_item"] += 1
+
+    def _resolve(self, parameter: int, account_no: int, acked: bool) -> None:
+        waiting = self._awaiting.get(parameter)
+        if waiting is None or waiting[0] != account_no or waiting[1].done():
+            self.counters["stale_ack"] += 1
+            log.debug("ignored a stale ACK (Parameter %d, account %d)", parameter, account_no)
+            return
+        waiting[1].set_result(acked)
+
+    # -- one login -------------------------------------------------------------------------------
+
+    async def login(self, gateway: bytes, sid: int, account_no: int, session_key: bytes) -> None:
+        started = time.monotonic()
+        async with self._slots:
+            self.inflight += 1
+            try:
+                status, row = await self._decide(account_no, session_key)
+            finally:
+                self.inflight -= 1
+        self.counters[f"status_{status.name.lower()}"] += 1
+        if status == LoginStatus.OK:
+            self.counters["login_ok"] += 1
+            self.latency.add(time.monotonic() - started)
+        host, port = self.game_address
+        user_id = (row.user_id or "") if row is not None else ""
+        nickname = (row.nickname or "") if row is not None else ""
+        assert self.outbox is not None
+        self.outbox.add_soon(
+            gateway,
+            [sid, RES_LOGIN, account_no, int(status), user_id[:20], nickname[:20],
+             host, port, host, port],
+        )  # fmt: skip
+        self.outbox.add_soon(gateway, [sid, CLOSE, ""])
+
+    async def _decide(
+        self, account_no: int, session_key: bytes
+    ) -> tuple[LoginStatus, AccountRow | None]:
+        if not self.game_workers:
+            return LoginStatus.NOSERVER, None
+        try:
+            row = await self.db.account(account_no)
+        except DatabaseError as exc:
+            self.counters["db_unavailable"] += 1
+            log.warning("login of account %d answered NOSERVER: %s", account_no, exc)
+            return LoginStatus.NOSERVER, None
+        status = judge(row, session_key)
+        if (
+            status == LoginStatus.OK
+            and self.systemlink
+            and not await self._push_key(account_no, session_key)
+        ):
+            status = LoginStatus.NOSERVER
+        return status, row
+
+    async def _push_key(self, account_no: int, session_key: bytes) -> bool:
+        """Systemlink: place the key on the account's game worker and wait for its ACK."""
+        assert self.link is not None
+        parameter = next(self._parameters)
+        acked: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._awaiting[parameter] = (account_no, acked)
+        keys = bus.pack_keys([account_no])
+        push = bus.pack_body([[parameter, PUSH, account_no, session_key, parameter]])
+        try:
+            if not self.link.send([bus.PLACE, b"game", keys, push]):
+                return False
+            try:
+                async with asyncio.timeout(self.link_timeout):
+                    return await acked
+            except TimeoutError:
+                self.counters["ack_timeout"] += 1
+                log.warning("no ACK for account %d within %.1fs", account_no, self.link_timeout)
+                cancel = bus.pack_body([[parameter, CANCEL_KEY, account_no, parameter]])
+                self.link.send([bus.PLACE, b"game", keys, cancel])
+                return False
+        finally:
+            del self._awaiting[parameter]
+
+    def report(self) -> None:
+        rates = self.rates.sample()
+        low, avg, high = self.latency.take()
+        log.info(
+            "inflight=%d login_tps=%.0f latency_ms min=%.1f avg=%.1f max=%.1f game_workers=%d",
+            self.inflight, rates["login_ok"], low, avg, high, len(self.game_workers),
+        )  # fmt: skip
+
+
+async def run(config: Config) -> int:
+    stop = runtime.stop_event()
+    db = await open_database(config)
+    worker = AuthWorker(config, db)
+    link = BusLink(
+        config.broker.endpoint,
+        "auth",
+        worker.on_bus,
+        interval=config.broker.heartbeat_interval,
+        liveness=config.broker.heartbeat_liveness,
+        load=lambda: worker.inflight,
+        info={"link_mode": config.cluster.link_mode},
+    )
+    worker.attach(link)
+    assert worker.status_rows is not None
+    worker.status_rows.start()
+    await link.start()
+    ready = asyncio.ensure_future(
+        asyncio.gather(link.registered.wait(), worker.roster_known.wait())
+    )
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not stop.is_set():
+        runtime.announce_ready(
+            role="auth", id=link.identity.decode(), link_mode=config.cluster.link_mode,
+            loop=runtime.loop_name(),
+        )  # fmt: skip
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), REPORT_INTERVAL)
+            except TimeoutError:
+                worker.report()
+    ready.cancel()
+    await link.close()
+    await worker.status_rows.close(1.0)
+    await db.close()
+    log.info("stopped; counters: %s", dict(worker.counters))
+    return 0
+
+
+def serve(config: Config) -> int:
+    """Run one auth worker in the foreground until SIGINT/SIGTERM; returns the exit code."""
+    return runtime.run(run(config))
