@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -30,11 +32,14 @@ import zmq
 
 from cluster import bus, runtime
 from cluster.config import Config
+from cluster.stats import ProcessSampler, Rates
 
 log = logging.getLogger("cluster.broker")
 
 #: Messages handled per receive burst before timers get a turn.
 BURST = 5000
+#: Seconds between two of the broker's own samples.
+SAMPLE_INTERVAL = 1.0
 #: Queue depth per peer inside the ROUTER before sends to it fail (and are returned).
 PEER_HWM = 200_000
 
@@ -93,6 +98,9 @@ class Broker:
         self.held: dict[bytes, set[int]] = {}
         self.counters: Counter[str] = Counter()
         self._stop = threading.Event()
+        self.identity = f"broker@{socket.gethostname()}/{os.getpid()}"
+        self._sampler = ProcessSampler(self.identity, "broker", self._collect)
+        self._rates = Rates()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -103,6 +111,7 @@ class Broker:
     def run(self) -> None:
         """Serve until :meth:`stop`. Heartbeats go out every interval even under load."""
         next_beat = time.monotonic() + self.interval
+        next_sample = time.monotonic() + SAMPLE_INTERVAL
         poll_ms = max(1, int(self.interval * 1000 / 4))
         while not self._stop.is_set():
             if self.socket.poll(poll_ms, zmq.POLLIN):
@@ -112,6 +121,9 @@ class Broker:
                 self.purge(now)
                 self.beat()
                 next_beat = now + self.interval
+            if now >= next_sample:
+                self.report()
+                next_sample = now + SAMPLE_INTERVAL
         self.socket.close(linger=0)
 
     def _drain(self) -> None:
@@ -154,6 +166,9 @@ class Broker:
         elif command == bus.HEARTBEAT:
             if len(frames) >= 3 and len(frames[2]) == 4:
                 peer.sessions, peer.placed = bus.unpack_load(frames[2]), 0
+        elif command == bus.STATS:
+            if len(frames) >= 3:
+                self._to_monitors([bus.STATS, identity, frames[2]])
         elif command == bus.HOLD or command == bus.FREE:
             self._holding(peer, command == bus.HOLD, frames)
         elif command == bus.DISCONNECT:
@@ -184,21 +199,20 @@ class Broker:
         if old is None:
             log.info("%s registered: %s", role, peer.name)
         self._send(identity, [bus.WELCOME, bus.pack_info({"heartbeat_interval": self.interval})])
-        if role in self.services and old is None:
+        if role in bus.ROSTER_ROLES and old is None:
             self.announce_roster()
         else:
             self._send(identity, [bus.ROSTER, self._roster()])
 
     def _roster(self) -> bytes:
-        return bus.pack_info(
-            {
-                name: [i.decode(errors="replace") for i in s.workers]
-                for name, s in self.services.items()
-            }
-        )
+        roster: dict[str, list[str]] = {role: [] for role in bus.ROSTER_ROLES}
+        for peer in self.peers.values():
+            if peer.role in roster:
+                roster[peer.role].append(peer.name)
+        return bus.pack_info(roster)
 
     def announce_roster(self) -> None:
-        """Tell every peer which workers are live (gateways and auth workers need it)."""
+        """Tell every peer which workers and monitors are live (auth workers and CLIs need it)."""
         roster = self._roster()
         for identity in list(self.peers):
             self._send(identity, [bus.ROSTER, roster])
@@ -291,6 +305,27 @@ class Broker:
 
     # -- heartbeats and eviction ------------------------------------------------------------------
 
+    def _to_monitors(self, frames: list[bytes]) -> None:
+        for peer in list(self.peers.values()):
+            if peer.role == "monitor":
+                self._send(peer.identity, frames)
+
+    def _collect(self) -> dict[str, Any]:
+        rates = self._rates.update(
+            {"routed": self.counters["routed"], "placed": self.counters["placed"]}
+        )
+        return {
+            "peers": len(self.peers),
+            "routed_tps": rates["routed"],
+            "placed_tps": rates["placed"],
+            "holders": len(self.holders),
+        }
+
+    def report(self) -> None:
+        """Send this broker's own 1-second sample to the monitors."""
+        sample = bus.pack_info(self._sampler.sample())
+        self._to_monitors([bus.STATS, self.identity.encode(), sample])
+
     def beat(self) -> None:
         for identity in list(self.peers):
             self._send(identity, [bus.HEARTBEAT])
@@ -312,7 +347,7 @@ class Broker:
         log.info("%s %s gone (%s)", peer.role, peer.name, why)
         for identity in list(self.peers):
             self._send(identity, [bus.GONE, peer.identity, peer.role.encode()])
-        if peer.role in self.services:
+        if peer.role in bus.ROSTER_ROLES:
             self.announce_roster()
 
 

@@ -18,6 +18,7 @@ PLACE       service, keys (n x i64 LE), body x n        place n new sessions on 
                                                         workers (key: AccountNo; see below)
 HOLD        keys (n x i64 LE)                           game worker: I now hold these accounts
 FREE        keys (n x i64 LE)                           game worker: I no longer hold them
+STATS       sample (msgpack map, see cluster.stats)     this process's 1-second sample
 ==========  ==========================================  =========================================
 
 Placement on the ``game`` service is by account: an account that a live game worker holds (a
@@ -34,9 +35,10 @@ FROM         source identity, body...              bodies another peer sent with
 UNROUTABLE   dest identity or service, body...     bodies that could not be delivered, returned
 GONE         identity, role                        a peer left or was evicted
 RESET        -                                     the broker does not know you: send READY
-ROSTER       roster (msgpack map)                  live workers per service, sent after WELCOME
+ROSTER       roster (msgpack map)                  live workers and monitors, sent after WELCOME
                                                    and whenever it changes: {"game": [id, ...],
-                                                   "auth": [id, ...]}
+                                                   "auth": [...], "monitor": [...]}
+STATS        source identity, sample               (monitors only) a process's 1-second sample
 ===========  ====================================  ============================================
 
 A *body* is a msgpack array of *session items*, each ``[session_id, type, *fields]``: ``type`` is
@@ -66,10 +68,13 @@ RESET = b"RESET"
 HOLD = b"HOLD"
 FREE = b"FREE"
 ROSTER = b"ROSTER"
+STATS = b"STATS"
 
 #: Roles a peer may register with. Workers of SERVICES are placement targets.
-ROLES = ("gateway", "game", "auth", "monitor")
+ROLES = ("gateway", "game", "auth", "monitor", "cli")
 SERVICES = ("game", "auth")
+#: Roles listed in ROSTER.
+ROSTER_ROLES = ("game", "auth", "monitor")
 
 _LOAD = struct.Struct("<I")
 
@@ -83,6 +88,9 @@ class Control(IntEnum):
     #: ``[parameter, CANCEL_KEY, account_no, parameter]``, auth -> game: the login that pushed
     #: this key gave up waiting for the ACK; drop the pending key if it is still that push's.
     CANCEL_KEY = -2
+    #: ``[0, STATUS]`` cli -> monitor: what do you know? Answer: ``[0, STATUS, snapshot]`` with
+    #: snapshot ``{"processes": [sample + "heartbeat_age_s", ...], "gone": [...]}``.
+    STATUS = -3
 
 
 class LinkType(IntEnum):

@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser(
         "up",
         help="start this host's roles as child processes and supervise them",
-        description="Start the broker, the auth and game workers and the gateway (or only ROLES) "
+        description="Start the broker, the monitor, the auth and game workers and the gateway "
+        "(or only ROLES) "
         "as child processes, print one 'ready' line with the client addresses when all are up "
         "and registered, and stop them all on SIGINT/SIGTERM.",
     )
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--only",
         metavar="ROLE[,ROLE...]",
-        help="start only these roles (broker, auth, game, gateway)",
+        help="start only these roles (broker, monitor, auth, game, gateway)",
     )
 
     up.add_argument(
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("gateway", "run a gateway (the TCP login and game ports clients connect to)"),
         ("auth", "run one auth (login) worker"),
         ("game", "run one game (echo) worker"),
+        ("monitor", "run the monitor (counters of every process, status DB rows, /metrics)"),
     ):
         p = sub.add_parser(
             role,
@@ -82,6 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
             "once serving; logs go to stderr.",
         )
         _add_config(p)
+
+    status = sub.add_parser(
+        "status",
+        help="every live process of the cluster: role, host, sessions, TPS, CPU, memory",
+        description="Ask the cluster's monitor (through the broker) for every live process and "
+        "print a table, or JSON with --json. Exits 1 with one line when the broker or the monitor "
+        "cannot be reached.",
+    )
+    _add_config(status)
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.add_argument(
+        "--timeout", type=float, default=3.0, metavar="SECONDS",
+        help="how long to wait for the broker and the monitor (default 3)",
+    )  # fmt: skip
 
     db = sub.add_parser(
         "db", help="database administration", description="Database administration."
@@ -174,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config":
         print(render_toml(config), end="")
         return 0
-    runtime.setup_logging(args.command, config.cluster.log_level)
+    quiet = args.command == "status"  # its output is the answer; its bus link stays silent
+    runtime.setup_logging(args.command, "warning" if quiet else config.cluster.log_level)
     if args.command == "up":
         from cluster import supervisor
 
@@ -200,6 +217,20 @@ def main(argv: list[str] | None = None) -> int:
         from workers import auth
 
         return auth.serve(config)
+    if args.command == "monitor":
+        from cluster import monitor
+
+        return monitor.serve(config)
+    if args.command == "status":
+        from cluster import status
+
+        try:
+            snapshot = runtime.run(status.fetch(config, args.timeout))
+        except status.StatusUnavailable as exc:
+            print(f"cluster status: {exc}", file=sys.stderr)
+            return 1
+        print(status.as_json(snapshot) if args.json else status.as_table(snapshot))
+        return 0
     if args.command in ("db", "accounts"):
         from cluster import admin
 

@@ -102,6 +102,16 @@ class GameSection:
 
 
 @dataclass(frozen=True)
+class MonitorSection:
+    """``[monitor]``: the process that gathers every process's counters."""
+
+    db_interval: float = _ranged(600.0, 1)  # seconds between status_server rows (original: 600)
+    metrics_host: str = "127.0.0.1"  # where /metrics (Prometheus text) is served
+    metrics_port: int = _port(9108)
+    summary_interval: float = _ranged(10.0, 0.5)  # `cluster up` off a terminal: log line period
+
+
+@dataclass(frozen=True)
 class ProtocolSection:
     """``[protocol]``: the client wire protocol's packet code and XOR keys (PROTOCOL.md)."""
 
@@ -131,6 +141,7 @@ class Config:
     workers: WorkersSection = field(default_factory=WorkersSection)
     auth: AuthSection = field(default_factory=AuthSection)
     game: GameSection = field(default_factory=GameSection)
+    monitor: MonitorSection = field(default_factory=MonitorSection)
     protocol: ProtocolSection = field(default_factory=ProtocolSection)
     db: DbSection = field(default_factory=DbSection)
     source: str = ""  # the file it was read from ("" for defaults only)

@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import shutil
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 
 from cluster import runtime
@@ -29,8 +31,10 @@ from cluster.config import Config
 log = logging.getLogger("cluster.up")
 
 #: Roles `cluster up` knows, in start order (stopped in reverse).
-ROLES = ("broker", "game", "auth", "gateway")
+ROLES = ("broker", "monitor", "game", "auth", "gateway")
 READY_TIMEOUT = 30.0
+#: Home the cursor and clear the terminal.
+CLEAR = "\x1b[H\x1b[2J"
 STOP_GRACE = 10.0
 
 
@@ -129,8 +133,10 @@ async def _stop(children: list[Child]) -> None:
 async def up(config: Config, config_path: str | None, roles: list[str], init_db: bool) -> int:
     stop = runtime.stop_event()
     children: list[Child] = []
-    uses_db = ("auth" in roles and config.workers.auth) or (
-        "game" in roles and config.workers.game and config.game.verify_key
+    uses_db = (
+        "monitor" in roles
+        or ("auth" in roles and config.workers.auth)
+        or ("game" in roles and config.workers.game and config.game.verify_key)
     )
     if init_db and uses_db:
         from cluster.db import DatabaseError
@@ -150,8 +156,8 @@ async def up(config: Config, config_path: str | None, roles: list[str], init_db:
                 count = config.workers.game if role == "game" else config.workers.auth
                 for i in range(count):
                     children.append(await _spawn(role, i + 1, config_path))
-            elif role == "gateway":
-                children.append(await _spawn("gateway", 1, config_path))
+            elif role in ("gateway", "monitor"):
+                children.append(await _spawn(role, 1, config_path))
         await _await_ready(children)
     except (RuntimeError, TimeoutError) as exc:
         why = str(exc) or f"not ready within {READY_TIMEOUT:.0f}s"
@@ -163,6 +169,7 @@ async def up(config: Config, config_path: str | None, roles: list[str], init_db:
         fields["login"] = f"{config.gateway.public_host}:{config.gateway.login_port}"
         fields["game"] = f"{config.gateway.public_host}:{config.gateway.game_port}"
     runtime.announce_ready(**fields)
+    console = asyncio.create_task(_console(config))
 
     exits = {asyncio.create_task(c.process.wait()): c for c in children}
     stopping = asyncio.create_task(stop.wait())
@@ -180,9 +187,46 @@ async def up(config: Config, config_path: str | None, roles: list[str], init_db:
     if not exits and not stop.is_set():
         log.error("every role has exited")
         return 1
+    console.cancel()
     log.info("stopping %d processes", sum(c.process.returncode is None for c in children))
     await _stop(children)
     return 0
+
+
+async def _console(config: Config) -> None:
+    """On a terminal: the LoginServer and GameServer screens, redrawn every second. Otherwise: a
+    one-line summary every ``[monitor] summary_interval`` seconds in the log."""
+    from cluster.screens import render_screens, summary_line
+    from cluster.status import MonitorClient, StatusUnavailable
+
+    on_terminal = sys.stdout.isatty()
+    period = 1.0 if on_terminal else config.monitor.summary_interval
+    client = MonitorClient(config)
+    complained = False
+    try:
+        await client.connect(timeout=5.0)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                snapshot = await client.snapshot(timeout=2.0)
+            except StatusUnavailable as exc:
+                if not complained:
+                    log.warning("no counters to show: %s", exc)
+                    complained = True
+                continue
+            complained = False
+            live, gone = snapshot.get("processes", []), snapshot.get("gone", [])
+            if on_terminal:
+                width = shutil.get_terminal_size((100, 40)).columns
+                screen = render_screens(live, gone, time.time(), width=max(60, width))
+                sys.stdout.write(CLEAR + screen + "\n")
+                sys.stdout.flush()
+            else:
+                log.info("%s", summary_line(live, gone))
+    except StatusUnavailable as exc:
+        log.warning("no counters to show: %s", exc)
+    finally:
+        await client.close()
 
 
 def serve(config: Config, config_path: str | None, roles: list[str], init_db: bool = True) -> int:

@@ -16,6 +16,7 @@ from cluster.config import Config
 from cluster.db import Database, open_database
 from cluster.link import BusLink
 from cluster.messages import LoginResLogin
+from cluster.stats import ProcessSampler, Reporter
 from gateway.sessions import Sessions, game_rules, login_rules
 from gateway.whiteip import WhiteList
 
@@ -27,6 +28,9 @@ FD_RESERVE = 256
 SWEEP_INTERVAL = 1.0
 #: How often a changed drop summary is logged (seconds).
 STATS_INTERVAL = 10.0
+#: What the periodic summary line shows.
+LOG_KEYS = ("sessions", "sessions_login", "sessions_game", "accept_tps_login", "accept_tps_game",
+            "recv_tps", "send_tps")  # fmt: skip
 
 
 def session_limit(wanted: int) -> int:
@@ -105,7 +109,11 @@ async def run(config: Config) -> int:
             for server in servers:
                 server.close()
             return 1
+    reporter = Reporter(
+        link, ProcessSampler(link.identity.decode(), "gateway", sessions.collect), LOG_KEYS, log
+    )
     await link.start()
+    reporter.start()
     registered = asyncio.create_task(link.registered.wait())
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({registered, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -116,6 +124,7 @@ async def run(config: Config) -> int:
         )  # fmt: skip
         await _serve(sessions, config, stop)
     registered.cancel()
+    reporter.stop()
     for server in servers:
         server.close()
     for conn in list(sessions.table.values()):

@@ -40,6 +40,7 @@ from cluster.messages import (
     LoginResLogin,
     LoginStatus,
 )
+from cluster.stats import Rates
 
 log = logging.getLogger("gateway.sessions")
 
@@ -144,6 +145,9 @@ class Sessions:
         self.by_worker: dict[bytes, set[int]] = {}
         self.drops: Counter[str] = Counter()
         self.accepted: Counter[str] = Counter()  # per port
+        self.received = 0  # client packets decoded
+        self.sent = 0  # client packets encoded
+        self._rates = Rates()
         self._next_sid = 0
         self._outbox: dict[bytes, list[list[Any]]] = {}
         self._placements: dict[bytes, list[tuple[int, list[Any]]]] = {}
@@ -179,6 +183,7 @@ class Sessions:
         if conn.closed:
             return
         sid, rules = conn.sid, conn.rules
+        self.received += len(messages)
         for message in messages:
             item = [sid, message.TYPE, *message]
             if conn.worker is not None and not rules.single_request:
@@ -238,6 +243,29 @@ class Sessions:
                 self.drop(conn, "reply_timeout")
             elif rules.idle_timeout and not waiting and conn.last_recv < now - rules.idle_timeout:
                 self.drop(conn, rules.idle_reason)
+
+    def collect(self) -> dict[str, Any]:
+        """This gateway's fields of its 1-second sample (see cluster.stats)."""
+        per_port: Counter[str] = Counter()
+        held = sum(len(items) for items in self._outbox.values())
+        held += sum(len(entries) for entries in self._placements.values())
+        for conn in self.table.values():
+            per_port[conn.rules.name] += 1
+            held += len(conn.backlog)
+        rates = self._rates.update({
+            "accept_tps_login": self.accepted["login"], "accept_tps_game": self.accepted["game"],
+            "recv_tps": self.received, "send_tps": self.sent,
+        })  # fmt: skip
+        return {
+            "sessions": len(self.table),
+            "sessions_login": per_port["login"],
+            "sessions_game": per_port["game"],
+            "accept_total_login": self.accepted["login"],
+            "accept_total_game": self.accepted["game"],
+            "packet_pool": held,
+            "drops": dict(self.drops),
+            **rates,
+        }
 
     # -- bus side --------------------------------------------------------------------------------
 
@@ -336,6 +364,7 @@ class Sessions:
                 if not conn.pending:
                     touched.append(conn)
                 conn.pending.append(data)
+                self.sent += 1
         for conn in touched:
             if not conn.closed:
                 assert conn.transport is not None

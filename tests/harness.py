@@ -148,12 +148,13 @@ class ClusterUnderTest:
 
     def __init__(self, tmp_path: Path, **sections: dict[str, Any]) -> None:
         self.dir = tmp_path
-        broker_port, self.game_port, self.login_port = free_ports(3)
+        broker_port, self.game_port, self.login_port, self.metrics_port = free_ports(4)
         base: dict[str, dict[str, Any]] = {
             "cluster": {"data_dir": str(tmp_path / "data"), "log_level": "debug"},
             "broker": {"bind": f"tcp://127.0.0.1:{broker_port}", "heartbeat_interval": 0.5},
             "gateway": {"game_port": self.game_port, "login_port": self.login_port},
             "game": {"verify_key": False},
+            "monitor": {"metrics_port": self.metrics_port},
         }
         for name, values in sections.items():
             base.setdefault(name, {}).update(values)

@@ -34,9 +34,9 @@ def test_up_starts_every_role_serves_clients_and_stops_without_orphans(make_clus
     up = cluster.start("up")
     assert f"game=127.0.0.1:{cluster.game_port}" in up.ready_line
     assert f"login=127.0.0.1:{cluster.login_port}" in up.ready_line
-    assert "roles=broker,game#1,game#2,auth#1,gateway" in up.ready_line
+    assert "roles=broker,monitor,game#1,game#2,auth#1,gateway" in up.ready_line
     children = _children(up.pid)
-    assert len(children) == 5
+    assert len(children) == 6
 
     async def scenario():
         client = await GameClient.connect("127.0.0.1", cluster.game_port)
@@ -61,7 +61,7 @@ def test_killed_supervisor_leaves_no_orphans(make_cluster):
     cluster = make_cluster(workers={"game": 1, "auth": 1})
     up = cluster.start("up")
     children = _children(up.pid)
-    assert len(children) == 4
+    assert len(children) == 5
     up.kill()
     assert psutil.wait_procs(children, timeout=5)[1] == []
 

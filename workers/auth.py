@@ -30,10 +30,10 @@ from typing import Any
 
 from cluster import bus, runtime
 from cluster.config import Config
-from cluster.counters import PerSecond
 from cluster.db import AccountRow, Database, DatabaseError, open_database
 from cluster.link import BusLink
 from cluster.messages import LoginReqLogin, LoginResLogin, LoginStatus
+from cluster.stats import ProcessSampler, Rates, Reporter
 from workers.outbox import Outbox
 from workers.status_rows import StatusRows
 
@@ -42,7 +42,9 @@ log = logging.getLogger("workers.auth")
 CLOSE, CANCEL_KEY = bus.Control.CLOSE, bus.Control.CANCEL_KEY
 PUSH, ACK = bus.LinkType.REQ_NEW_CLIENT_LOGIN, bus.LinkType.RES_NEW_CLIENT_LOGIN
 REQ_LOGIN, RES_LOGIN = LoginReqLogin.TYPE, LoginResLogin.TYPE
-REPORT_INTERVAL = 10.0
+#: What the summary line in the log shows.
+LOG_KEYS = ("sessions", "login_success_tps", "login_latency_min_ms", "login_latency_avg_ms",
+            "login_latency_max_ms", "game_workers")  # fmt: skip
 
 
 def judge(row: AccountRow | None, session_key: bytes) -> LoginStatus:
@@ -95,7 +97,7 @@ class AuthWorker:
         self.game_workers: list[str] = []
         self.roster_known = asyncio.Event()
         self.counters: Counter[str] = Counter()
-        self.rates = PerSecond(self.counters, ("login_ok",))
+        self._rates = Rates()
         self.latency = LoginLatency()
         self.inflight = 0
         self._slots = asyncio.Semaphore(config.auth.max_inflight)
@@ -230,13 +232,20 @@ class AuthWorker:
         finally:
             del self._awaiting[parameter]
 
-    def report(self) -> None:
-        rates = self.rates.sample()
+    def collect(self) -> dict[str, Any]:
+        """This worker's fields of its 1-second sample (see cluster.stats)."""
         low, avg, high = self.latency.take()
-        log.info(
-            "inflight=%d login_tps=%.0f latency_ms min=%.1f avg=%.1f max=%.1f game_workers=%d",
-            self.inflight, rates["login_ok"], low, avg, high, len(self.game_workers),
-        )  # fmt: skip
+        rates = self._rates.update({"login_success_tps": self.counters["login_ok"]})
+        return {
+            "sessions": len(self._tasks),
+            "packet_pool": len(self._tasks),
+            "login_total": self.counters["login_ok"],
+            "login_latency_min_ms": low,
+            "login_latency_avg_ms": avg,
+            "login_latency_max_ms": high,
+            "game_workers": len(self.game_workers),
+            **rates,
+        }
 
 
 async def run(config: Config) -> int:
@@ -255,7 +264,11 @@ async def run(config: Config) -> int:
     worker.attach(link)
     assert worker.status_rows is not None
     worker.status_rows.start()
+    reporter = Reporter(
+        link, ProcessSampler(link.identity.decode(), "auth", worker.collect), LOG_KEYS, log
+    )
     await link.start()
+    reporter.start()
     ready = asyncio.ensure_future(
         asyncio.gather(link.registered.wait(), worker.roster_known.wait())
     )
@@ -266,12 +279,9 @@ async def run(config: Config) -> int:
             role="auth", id=link.identity.decode(), link_mode=config.cluster.link_mode,
             loop=runtime.loop_name(),
         )  # fmt: skip
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), REPORT_INTERVAL)
-            except TimeoutError:
-                worker.report()
+        await stop.wait()
     ready.cancel()
+    reporter.stop()
     await link.close()
     await worker.status_rows.close(1.0)
     await db.close()

@@ -39,7 +39,6 @@ from typing import Any
 
 from cluster import bus, runtime
 from cluster.config import Config
-from cluster.counters import PerSecond
 from cluster.db import Database, open_database
 from cluster.link import BusLink
 from cluster.messages import (
@@ -50,6 +49,7 @@ from cluster.messages import (
     GameResEcho,
     GameResLogin,
 )
+from cluster.stats import ProcessSampler, Rates, Reporter
 from workers.keycheck import AcceptAnyKey, KeyCheck, PendingKeyCheck, StoredKeyCheck
 from workers.outbox import Outbox
 from workers.pending_keys import PendingKeys
@@ -61,8 +61,14 @@ CLOSE, CANCEL_KEY = bus.Control.CLOSE, bus.Control.CANCEL_KEY
 PUSH, ACK = bus.LinkType.REQ_NEW_CLIENT_LOGIN, bus.LinkType.RES_NEW_CLIENT_LOGIN
 LOGIN, ECHO, HEARTBEAT = GameReqLogin.TYPE, GameReqEcho.TYPE, GameReqHeartbeat.TYPE
 RES_LOGIN, RES_ECHO = GameResLogin.TYPE, GameResEcho.TYPE
-#: Seconds between two summary lines in the log.
-REPORT_INTERVAL = 10.0
+#: Close reasons counted as drops in the samples.
+DROP_REASONS = (
+    "not_logged_in", "version_miss", "duplicate_login", "login_failed", "account_mismatch",
+    "login_in_game", "not_allowed_in_game",
+)  # fmt: skip
+#: What the summary line in the log shows.
+LOG_KEYS = ("sessions", "session_auth", "session_game", "auth_fps", "game_fps", "recv_tps",
+            "send_tps", "login_tps")  # fmt: skip
 #: Seconds a stopping worker waits for its status rows to be reset.
 SHUTDOWN_GRACE = 5.0
 
@@ -125,10 +131,9 @@ class GameWorker:
         self.by_account: dict[int, PlayerSession] = {}
         self.session_count = 0
         self.counters: Counter[str] = Counter()
-        #: AuthFPS, GameFPS and packet rates, refreshed once a second.
-        self.rates = PerSecond(self.counters, ("auth_frames", "game_frames", "echo", "login_ok"))
-        self._next_sample = 0.0
-        self._next_report = 0.0
+        self.received = 0  # session items in (PacketProc)
+        self._rates = Rates()
+        self._next_expiry = 0.0
         self._auth_ready: dict[PlayerSession, None] = {}  # ordered set
         self._game_ready: dict[PlayerSession, None] = {}
         self._joining: list[PlayerSession] = []
@@ -168,6 +173,7 @@ class GameWorker:
             except ValueError:
                 self.counters["bad_bus_body"] += 1
                 continue
+            self.received += len(items)
             for item in items:
                 try:
                     sid, mtype = item[0], item[1]
@@ -280,8 +286,31 @@ class GameWorker:
 
     # -- the loops -------------------------------------------------------------------------------
 
+    def collect(self) -> dict[str, Any]:
+        """This worker's fields of its 1-second sample (see cluster.stats)."""
+        assert self.outbox is not None
+        in_game = inbox = 0
+        for table in self.gateways.values():
+            for session in table.values():
+                inbox += len(session.inbox)
+                if session.mode is Mode.GAME:
+                    in_game += 1
+        rates = self._rates.update({
+            "auth_fps": self.counters["auth_frames"], "game_fps": self.counters["game_frames"],
+            "recv_tps": self.received, "send_tps": self.outbox.sent,
+            "login_tps": self.counters["login_ok"],
+        })  # fmt: skip
+        return {
+            "sessions": self.session_count,
+            "session_auth": self.session_count - in_game,
+            "session_game": in_game,
+            "packet_pool": inbox + self.outbox.pending,
+            "pending_keys": len(self.pending) if self.pending is not None else 0,
+            "drops": {r: self.counters[r] for r in DROP_REASONS if self.counters[r]},
+            **rates,
+        }
+
     def start(self) -> None:
-        self._next_report = time.monotonic() + 1.5  # the first summary has a full second of rates
         self._timer = self._loop.call_later(self.frame_interval, self._tick)
 
     def stop(self) -> None:
@@ -291,20 +320,11 @@ class GameWorker:
     def _tick(self) -> None:
         self.frame()
         now = time.monotonic()
-        if now >= self._next_sample:
-            self._next_sample = now + 1.0
-            if self.pending is not None:
-                for account in self.pending.expire(now):
-                    self.counters["key_expired"] += 1
-                    self._maybe_free(account)
-            rates = self.rates.sample(now)
-            if now >= self._next_report:
-                self._next_report = now + REPORT_INTERVAL
-                log.info(
-                    "sessions=%d auth_fps=%.0f game_fps=%.0f echo_tps=%.0f login_tps=%.0f",
-                    self.session_count, rates["auth_frames"], rates["game_frames"],
-                    rates["echo"], rates["login_ok"],
-                )  # fmt: skip
+        if self.pending is not None and now >= self._next_expiry:
+            self._next_expiry = now + 1.0
+            for account in self.pending.expire(now):
+                self.counters["key_expired"] += 1
+                self._maybe_free(account)
         self._timer = self._loop.call_later(self.frame_interval, self._tick)
 
     def _schedule_frame(self) -> None:
@@ -477,8 +497,12 @@ async def run(config: Config) -> int:
     if db is not None:
         worker.status_rows = StatusRows(db, link.identity.decode(), worker.counters)
         worker.status_rows.start()
+    reporter = Reporter(
+        link, ProcessSampler(link.identity.decode(), "game", worker.collect), LOG_KEYS, log
+    )
     await link.start()
     worker.start()
+    reporter.start()
     registered = asyncio.create_task(link.registered.wait())
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({registered, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -489,6 +513,7 @@ async def run(config: Config) -> int:
         )  # fmt: skip
         await stop.wait()
     registered.cancel()
+    reporter.stop()
     worker.stop()
     worker.close_all("worker_shutdown")
     await link.close()

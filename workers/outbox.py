@@ -21,12 +21,15 @@ class Outbox:
         self.counters = counters
         self._items: dict[bytes, list[list[Any]]] = {}
         self._scheduled = False
+        self.sent = 0  # items handed to the bus, in total
+        self.pending = 0  # items waiting for the next flush
 
     def add(self, dest: bytes, item: list[Any]) -> None:
         items = self._items.get(dest)
         if items is None:
             items = self._items[dest] = []
         items.append(item)
+        self.pending += 1
 
     def add_soon(self, dest: bytes, item: list[Any]) -> None:
         self.add(dest, item)
@@ -36,13 +39,15 @@ class Outbox:
 
     def forget(self, dest: bytes) -> None:
         """Drop what waits for a peer that is gone."""
-        self._items.pop(dest, None)
+        self.pending -= len(self._items.pop(dest, ()))
 
     def flush(self) -> None:
         self._scheduled = False
         if not self._items:
             return
         items, self._items = self._items, {}
+        self.sent += self.pending
+        self.pending = 0
         for dest, batch in items.items():
             if not self.link.send([bus.TO, dest, bus.pack_body(batch)]):
                 self.counters["reply_not_sent"] += len(batch)

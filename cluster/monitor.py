@@ -1,0 +1,238 @@
+"""The monitor role: every process's 1-second samples in one place (one monitor per cluster).
+
+It keeps the latest sample of every process (they arrive over the bus as STATS, through the
+broker); a process that sent nothing for :data:`GONE_AFTER` seconds is shown as gone, and
+forgotten after :data:`FORGET_AFTER`. From that table it:
+
+- writes ``status_server`` rows every ``[monitor] db_interval`` seconds: one ``battle`` row per
+  game worker, one ``login`` row per auth worker, one ``hardware`` row per host, each with the
+  latest sample's values and the process (or host) it describes in ``writer``;
+- answers STATUS queries on the bus (``cluster status``, the console screens of ``cluster up``);
+- serves ``GET /metrics`` (Prometheus text) and ``GET /status.json`` on
+  ``[monitor] metrics_host:metrics_port``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from cluster import bus, metrics, runtime
+from cluster.config import Config
+from cluster.db import (
+    BattleSample,
+    Database,
+    DatabaseError,
+    HardwareSample,
+    LoginSample,
+    open_database,
+)
+from cluster.link import BusLink
+from cluster.stats import SAMPLE_INTERVAL, ProcessSampler, Sample
+
+log = logging.getLogger("cluster.monitor")
+
+GONE_AFTER = 3 * SAMPLE_INTERVAL
+FORGET_AFTER = 300.0
+STATUS = bus.Control.STATUS
+
+
+@dataclass
+class Entry:
+    sample: Sample
+    received_at: float  # monotonic
+
+
+class Monitor:
+    """The table of latest samples and what is derived from it."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, Entry] = {}
+        self.link: BusLink | None = None
+
+    def record(self, sample: Sample) -> None:
+        ident = sample.get("id")
+        if isinstance(ident, str) and isinstance(sample.get("role"), str):
+            self.entries[ident] = Entry(sample, time.monotonic())
+
+    def live(self) -> list[Sample]:
+        return [e.sample for e in self._aged() if e.sample["heartbeat_age_s"] <= GONE_AFTER]
+
+    def gone(self) -> list[Sample]:
+        return [e.sample for e in self._aged() if e.sample["heartbeat_age_s"] > GONE_AFTER]
+
+    def _aged(self) -> list[Entry]:
+        now = time.monotonic()
+        for ident in [i for i, e in self.entries.items() if now - e.received_at > FORGET_AFTER]:
+            del self.entries[ident]
+        aged = []
+        for entry in self.entries.values():
+            sample = dict(entry.sample, heartbeat_age_s=round(now - entry.received_at, 3))
+            aged.append(Entry(sample, entry.received_at))
+        return sorted(aged, key=lambda e: (_ROLE_ORDER.get(e.sample["role"], 9), e.sample["id"]))
+
+    def snapshot(self) -> dict[str, Any]:
+        """What STATUS and /status.json answer: live processes and gone ones."""
+        return {"processes": self.live(), "gone": self.gone(), "time": time.time()}
+
+    def on_bus(self, frames: list[bytes]) -> None:
+        command = frames[0]
+        if command == bus.STATS and len(frames) >= 3:
+            try:
+                self.record(bus.unpack_info(frames[2]))
+            except ValueError:
+                log.warning("malformed sample from %r", frames[1][:64])
+        elif command == bus.FROM and len(frames) >= 3:
+            for body in frames[2:]:
+                try:
+                    items = bus.unpack_body(body)
+                except ValueError:
+                    continue
+                if any(isinstance(i, list) and len(i) >= 2 and i[1] == STATUS for i in items):
+                    assert self.link is not None
+                    reply = bus.pack_body([[0, STATUS, self.snapshot()]])
+                    self.link.send([bus.TO, frames[1], reply])
+
+    async def write_rows(self, db: Database) -> int:
+        """One status_server row per live game worker, auth worker and host; returns how many."""
+        written = 0
+        hosts: dict[str, Sample] = {}
+        for sample in self.live():
+            host = str(sample.get("host", ""))
+            if isinstance(sample.get("hw"), dict) and (
+                host not in hosts or sample["time"] > hosts[host]["time"]
+            ):
+                hosts[host] = sample
+            common = {
+                "cpu_usage": _int(sample, "cpu_percent"),
+                "commit_memory": _int(sample, "memory_mb"),
+                "packet_pool": _int(sample, "packet_pool"),
+                "writer": sample["id"],
+            }
+            if sample["role"] == "game":
+                await db.insert_battle(BattleSample(
+                    auth_fps=_int(sample, "auth_fps"), game_fps=_int(sample, "game_fps"),
+                    session_all=_int(sample, "sessions"),
+                    session_auth=_int(sample, "session_auth"),
+                    session_game=_int(sample, "session_game"), **common,
+                ))  # fmt: skip
+                written += 1
+            elif sample["role"] == "auth":
+                await db.insert_login(LoginSample(
+                    session_all=_int(sample, "sessions"),
+                    login_success_tps=_int(sample, "login_success_tps"), **common,
+                ))  # fmt: skip
+                written += 1
+        for host, sample in hosts.items():
+            hw = sample["hw"]
+            await db.insert_hardware(HardwareSample(
+                cpu_usage=_int(hw, "cpu_total"), available_mbytes=_int(hw, "available_mb"),
+                nonpaged_mbytes=_int(hw, "nonpaged_mb"), writer=host,
+            ))  # fmt: skip
+            written += 1
+        return written
+
+
+_ROLE_ORDER = {"broker": 0, "monitor": 1, "gateway": 2, "auth": 3, "game": 4}
+
+
+def _int(values: dict[str, Any], key: str) -> int:
+    value = values.get(key, 0)
+    return round(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+async def _http(
+    monitor: Monitor, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """A minimal HTTP/1.0 responder for /metrics and /status.json."""
+    try:
+        async with asyncio.timeout(5):
+            request = await reader.readline()
+            while (await reader.readline()).strip():
+                pass
+        parts = request.decode("latin-1").split()
+        path = parts[1].split("?", 1)[0] if len(parts) >= 2 else ""
+        if len(parts) >= 2 and parts[0] == "GET" and path == "/metrics":
+            status, ctype, body = "200 OK", metrics.CONTENT_TYPE, metrics.exposition(monitor.live())
+        elif len(parts) >= 2 and parts[0] == "GET" and path == "/status.json":
+            status, ctype = "200 OK", "application/json"
+            body = json.dumps(monitor.snapshot()).encode()
+        else:
+            status, ctype, body = "404 Not Found", "text/plain", b"try /metrics or /status.json\n"
+        head = f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+        writer.write(head.encode() + b"Connection: close\r\n\r\n" + body)
+        await writer.drain()
+    except (TimeoutError, ConnectionError, UnicodeDecodeError):
+        pass
+    finally:
+        writer.close()
+
+
+async def _rows_forever(monitor: Monitor, db: Database, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            written = await monitor.write_rows(db)
+        except DatabaseError as exc:
+            log.warning("status_server rows not written (next try in %.0fs): %s", interval, exc)
+            continue
+        log.info("wrote %d status_server rows", written)
+
+
+async def _sample_self(monitor: Monitor, sampler: ProcessSampler) -> None:
+    while True:
+        await asyncio.sleep(SAMPLE_INTERVAL)
+        monitor.record(sampler.sample())
+
+
+async def run(config: Config) -> int:
+    stop = runtime.stop_event()
+    mon = config.monitor
+    monitor = Monitor()
+    link = BusLink(
+        config.broker.endpoint, "monitor", monitor.on_bus,
+        interval=config.broker.heartbeat_interval, liveness=config.broker.heartbeat_liveness,
+    )  # fmt: skip
+    monitor.link = link
+    try:
+        server = await asyncio.start_server(
+            lambda r, w: _http(monitor, r, w), mon.metrics_host, mon.metrics_port
+        )
+    except OSError as exc:
+        log.error("cannot listen on monitor.metrics_port %s:%d: %s", mon.metrics_host,
+                  mon.metrics_port, exc)  # fmt: skip
+        return 1
+    db = await open_database(config)
+    sampler = ProcessSampler(link.identity.decode(), "monitor", lambda: {
+        "processes": len(monitor.live()),
+    })  # fmt: skip
+    tasks = [
+        asyncio.create_task(_rows_forever(monitor, db, mon.db_interval)),
+        asyncio.create_task(_sample_self(monitor, sampler)),
+    ]
+    await link.start()
+    registered = asyncio.create_task(link.registered.wait())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({registered, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not stop.is_set():
+        runtime.announce_ready(
+            role="monitor", metrics=f"http://{mon.metrics_host}:{mon.metrics_port}/metrics",
+            loop=runtime.loop_name(),
+        )  # fmt: skip
+        await stop.wait()
+    registered.cancel()
+    for task in tasks:
+        task.cancel()
+    server.close()
+    await link.close()
+    await db.close()
+    return 0
+
+
+def serve(config: Config) -> int:
+    """Run the monitor in the foreground until SIGINT/SIGTERM; returns the exit code."""
+    return runtime.run(run(config))

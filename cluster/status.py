@@ -1,0 +1,143 @@
+"""Asking the monitor what it knows, over the bus: `cluster status` and the `cluster up` screens.
+
+A :class:`MonitorClient` joins the bus as a short-lived ``cli`` peer, learns the monitor's
+identity from the broker's ROSTER, and sends it STATUS queries. Each failure is one clear
+:class:`StatusUnavailable` line: the broker cannot be reached, no monitor is registered, or the
+monitor did not answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from cluster import bus
+from cluster.config import Config
+from cluster.link import BusLink
+
+STATUS = bus.Control.STATUS
+#: The figure shown as TPS for each role.
+TPS_FIELD = {
+    "gateway": "recv_tps",
+    "game": "recv_tps",
+    "auth": "login_success_tps",
+    "broker": "routed_tps",
+}
+
+
+class StatusUnavailable(RuntimeError):
+    """The status cannot be had; the message says why, in one line."""
+
+
+class MonitorClient:
+    """A bus peer that queries the cluster's monitor."""
+
+    def __init__(self, config: Config) -> None:
+        self.endpoint = config.broker.endpoint
+        self.roster: dict[str, list[str]] = {}
+        self._roster_known = asyncio.Event()
+        self._answer: asyncio.Future[dict[str, Any]] | None = None
+        self.link = BusLink(
+            self.endpoint, "cli", self._on_message,
+            interval=config.broker.heartbeat_interval, liveness=config.broker.heartbeat_liveness,
+        )  # fmt: skip
+
+    def _on_message(self, frames: list[bytes]) -> None:
+        command = frames[0]
+        if command == bus.ROSTER and len(frames) >= 2:
+            try:
+                self.roster = bus.unpack_info(frames[1])
+            except ValueError:
+                return
+            self._roster_known.set()
+        elif command == bus.FROM and len(frames) >= 3:
+            for body in frames[2:]:
+                try:
+                    items = bus.unpack_body(body)
+                except ValueError:
+                    continue
+                for item in items:
+                    if len(item) >= 3 and item[1] == STATUS and isinstance(item[2], dict):
+                        self._settle(result=item[2])
+        elif (
+            command in (bus.UNROUTABLE, bus.GONE)
+            and len(frames) >= 2
+            and frames[1].decode(errors="replace") in self.roster.get("monitor", [])
+        ):
+            self._settle(error=StatusUnavailable("the monitor went away"))
+
+    def _settle(self, result: dict[str, Any] | None = None, error: Exception | None = None) -> None:
+        if self._answer is None or self._answer.done():
+            return
+        if error is not None:
+            self._answer.set_exception(error)
+        else:
+            self._answer.set_result(result or {})
+
+    async def connect(self, timeout: float) -> None:
+        await self.link.start()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._roster_known.wait()
+        except TimeoutError:
+            raise StatusUnavailable(f"cannot reach the broker at {self.endpoint}") from None
+
+    async def snapshot(self, timeout: float) -> dict[str, Any]:
+        """The monitor's current snapshot: ``{"processes": [...], "gone": [...]}``."""
+        monitors = self.roster.get("monitor") or []
+        if not monitors:
+            raise StatusUnavailable(f"no monitor is registered with the broker at {self.endpoint}")
+        self._answer = asyncio.get_running_loop().create_future()
+        self.link.send([bus.TO, monitors[0].encode(), bus.pack_body([[0, STATUS]])])
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._answer
+        except TimeoutError:
+            raise StatusUnavailable(f"the monitor {monitors[0]} did not answer") from None
+
+    async def close(self) -> None:
+        await self.link.close()
+
+
+async def fetch(config: Config, timeout: float = 3.0) -> dict[str, Any]:
+    """One snapshot, or StatusUnavailable."""
+    client = MonitorClient(config)
+    try:
+        await client.connect(timeout)
+        return await client.snapshot(timeout)
+    finally:
+        await client.close()
+
+
+def rows(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+    """The processes of a snapshot with the common columns filled in."""
+    out = []
+    for sample in snapshot.get("processes", []):
+        row = dict(sample)
+        row["tps"] = sample.get(TPS_FIELD.get(sample.get("role", ""), ""), 0)
+        out.append(row)
+    return out
+
+
+def as_json(snapshot: dict[str, Any]) -> str:
+    return json.dumps({"processes": rows(snapshot), "gone": snapshot.get("gone", [])}, indent=1)
+
+
+def as_table(snapshot: dict[str, Any]) -> str:
+    header = ("ROLE", "HOST", "PID", "HB AGE", "SESSIONS", "TPS", "CPU %", "MEM MB", "ID")
+    lines = [header]
+    for row in rows(snapshot):
+        lines.append((
+            row.get("role", "?"), row.get("host", "?"), str(row.get("pid", "?")),
+            f"{row.get('heartbeat_age_s', 0):.1f}s", str(round(row.get("sessions", 0))),
+            f"{row.get('tps', 0):.0f}", f"{row.get('cpu_percent', 0):.1f}",
+            f"{row.get('memory_mb', 0):.1f}", row.get("id", "?"),
+        ))  # fmt: skip
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+            for line in lines]  # fmt: skip
+    for gone in snapshot.get("gone", []):
+        text.append(f"GONE {gone.get('role', '?')} {gone.get('id', '?')} "
+                    f"(silent {gone.get('heartbeat_age_s', 0):.0f}s)")  # fmt: skip
+    return "\n".join(text)
