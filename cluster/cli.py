@@ -85,6 +85,23 @@ def build_parser() -> argparse.ArgumentParser:
         )
         _add_config(p)
 
+    from dummy.cli import add_knobs, add_parsers
+
+    add_parsers(sub, _add_config)
+    demo = sub.add_parser(
+        "demo", help="the whole cluster on this machine under dummy load, then a report",
+        description="Start every role on this machine with a fresh embedded SQLite database in a "
+        "temporary directory, create accounts, run the dummy through the login path, print the "
+        "report summary, and stop everything. Ports come from the configuration.",
+    )  # fmt: skip
+    _add_config(demo)
+    demo.add_argument("--link-mode", choices=config_module.LINK_MODES, default="systemlink",
+                      help="systemlink or non-systemlink (default %(default)s)")  # fmt: skip
+    add_knobs(demo)
+    demo.add_argument("--report", metavar="FILE", help="write the JSON report here")
+    demo.add_argument("--keep", action="store_true",
+                      help="keep the demo's data directory and cluster log")  # fmt: skip
+
     status = sub.add_parser(
         "status",
         help="every live process of the cluster: role, host, sessions, TPS, CPU, memory",
@@ -162,33 +179,17 @@ def load_config(path: str | None) -> tuple[Config, str | None]:
     return config_module.load(path), path
 
 
-def render_toml(config: Config) -> str:
-    lines = []
-    for section in config_module.SECTIONS:
-        lines.append(f"[{section}]")
-        for key, value in vars(getattr(config, section)).items():
-            if isinstance(value, bool):
-                text = "true" if value else "false"
-            elif isinstance(value, str):
-                text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-            else:
-                text = repr(value)
-            lines.append(f"{key} = {text}")
-        lines.append("")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config, path = load_config(args.config)
+        config, path = load_config(getattr(args, "config", None))
     except ConfigError as exc:
         print(f"cluster: config error: {exc}", file=sys.stderr)
         return 2
     from cluster import runtime
 
     if args.command == "config":
-        print(render_toml(config), end="")
+        print(config_module.to_toml(config), end="")
         return 0
     quiet = args.command == "status"  # its output is the answer; its bus link stays silent
     runtime.setup_logging(args.command, "warning" if quiet else config.cluster.log_level)
@@ -231,6 +232,25 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(status.as_json(snapshot) if args.json else status.as_table(snapshot))
         return 0
+    if args.command == "dummy":
+        from dummy import cli as dummy_cli
+
+        return dummy_cli.main(args, config)
+    if args.command == "demo":
+        from cluster import demo
+        from dummy.cli import knobs_of
+
+        knobs = knobs_of(args)
+        if knobs["path"] != "login":
+            print("cluster demo: the demo always uses the login path", file=sys.stderr)
+            return 2
+        del knobs["path"]
+        report = Path(args.report) if args.report else None
+        try:
+            return runtime.run(demo.demo(config, args.link_mode, knobs, report, args.keep))
+        except (RuntimeError, OSError, ValueError) as exc:
+            print(f"cluster demo: {exc}", file=sys.stderr)
+            return 1
     if args.command in ("db", "accounts"):
         from cluster import admin
 

@@ -277,3 +277,20 @@ def describe() -> list[tuple[str, str, str]]:
         for f in dataclasses.fields(cls):
             rows.append((f"{name}.{f.name}", str(f.type), repr(f.default)))
     return rows
+
+
+def to_toml(config: Config) -> str:
+    """The configuration as a TOML file that :func:`load` reads back to the same values."""
+    lines = []
+    for section in SECTIONS:
+        lines.append(f"[{section}]")
+        for key, value in vars(getattr(config, section)).items():
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, str):
+                text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            else:
+                text = repr(value)
+            lines.append(f"{key} = {text}")
+        lines.append("")
+    return "\n".join(lines)

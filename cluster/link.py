@@ -193,7 +193,10 @@ class BusLink:
                 continue
             if command == bus.WELCOME:
                 if not self.registered.is_set():
-                    log.info("registered with broker %s as %s", self.endpoint, self.identity)
+                    log.log(
+                        logging.DEBUG if self.role == "cli" else logging.INFO,
+                        "registered with broker %s as %s", self.endpoint, self.identity,
+                    )  # fmt: skip
                 self.registered.set()
             elif command == bus.RESET:
                 log.warning("broker asked us to register again")

@@ -153,11 +153,12 @@ def test_config_prints_the_effective_configuration(tmp_path):
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["up"], ["broker"], ["gateway"], ["game"], ["auth"], ["config"], ["db", "init"],
-     ["accounts", "create"]],
+    [[], ["up"], ["broker"], ["gateway"], ["game"], ["auth"], ["monitor"], ["status"],
+     ["config"], ["db", "init"], ["accounts", "create"], ["demo"], ["dummy", "run"],
+     ["dummy", "controller"], ["dummy", "agent"]],
 )  # fmt: skip
 def test_help_is_available_for_every_command(command):
     result = _cluster(*command, "--help")
     assert result.returncode == 0
     assert "usage: cluster" in result.stdout
-    assert "--config" in result.stdout or not command
+    assert "--config" in result.stdout or command in ([], ["dummy", "agent"])

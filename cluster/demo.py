@@ -1,0 +1,99 @@
+"""`cluster demo`: the whole cluster on this machine, loaded by the dummy, then a report.
+
+Needs nothing but the install: it uses a fresh temporary data directory with the embedded SQLite
+database, creates as many accounts as there are clients, starts every role with `cluster up`
+(its log goes to a file in that directory), runs the dummy through the login path, prints the
+report summary, and stops everything. Ports and all other settings come from the configuration
+(defaults, or ``--config``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from cluster.config import Config, to_toml
+from cluster.db.cli import create_accounts, init_db
+
+log = logging.getLogger("cluster.demo")
+
+READY_TIMEOUT = 60.0
+
+
+def demo_config(config: Config, directory: Path, link_mode: str) -> Config:
+    """`config` with its data in `directory`, the chosen link mode, and a quiet console."""
+    return dataclasses.replace(
+        config,
+        cluster=dataclasses.replace(config.cluster, data_dir=str(directory), link_mode=link_mode),
+        db=dataclasses.replace(config.db, url=f"sqlite:///{directory / 'db'}", prefix=""),
+        monitor=dataclasses.replace(config.monitor, summary_interval=3600.0),
+    )
+
+
+async def _start_cluster(config_path: Path, log_path: Path) -> asyncio.subprocess.Process:
+    with log_path.open("wb") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cluster", "up", "--config", str(config_path),
+            stdout=asyncio.subprocess.PIPE, stderr=log_file, stdin=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            while line := await process.stdout.readline():
+                if line.startswith(b"ready"):
+                    return process
+    except TimeoutError:
+        pass
+    process.kill()
+    await process.wait()
+    tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+    raise RuntimeError("the cluster did not start: " + (" | ".join(tail) or "no output"))
+
+
+async def _stop_cluster(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(30):
+                await process.wait()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+async def demo(config: Config, link_mode: str, knobs: dict[str, Any], report: Path | None,
+               keep: bool) -> int:  # fmt: skip
+    from dummy.run import load_accounts, options_from, run_local
+
+    directory = Path(tempfile.mkdtemp(prefix="cluster-demo-"))
+    config = demo_config(config, directory, link_mode)
+    config_path = directory / "cluster.toml"
+    config_path.write_text(to_toml(config))
+    accounts_path = directory / "accounts.tsv"
+    clients = int(knobs["clients"])
+    print(f"demo: {link_mode}, {clients} clients for {knobs['duration']:.0f}s", flush=True)
+    await init_db(config)
+    await create_accounts(config, clients, None, accounts_path)
+    process = await _start_cluster(config_path, directory / "cluster.log")
+    print(f"demo: cluster up (login {config.gateway.public_host}:{config.gateway.login_port}, "
+          f"game {config.gateway.public_host}:{config.gateway.game_port})", flush=True)  # fmt: skip
+    code = 1
+    try:
+        options = options_from(config, **knobs)
+        code = await run_local(config, options, load_accounts(accounts_path), report, None)
+    finally:
+        await _stop_cluster(process)
+        if keep or code != 0:
+            print(f"demo: cluster stopped; its data and log (cluster.log) are in {directory}",
+                  flush=True)  # fmt: skip
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+            print("demo: cluster stopped", flush=True)
+    return code

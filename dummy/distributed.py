@@ -1,0 +1,393 @@
+"""Distributed load: one controller, N agents on any hosts, over ZeroMQ (msgpack messages).
+
+Messages (the first frame names the kind; the second is a msgpack map):
+
+=========  ====================  ===============================================================
+kind       direction             map
+=========  ====================  ===============================================================
+HELLO      agent -> controller   ``{"host", "pid"}``, repeated until START arrives
+START      controller -> agent   ``{"options": LoadOptions fields, "accounts": [[no, key], ...]}``
+SECOND     agent -> controller   one second: counts, cumulative ``totals``, ``latency`` (that
+                                 second's histogram); also the agent's heartbeat
+HB         controller -> agent   the controller is alive (every second)
+STOP       controller -> agent   end the run now
+FINAL      agent -> controller   ``{"totals", "latency"}`` of the whole run; then the agent exits
+=========  ====================  ===============================================================
+
+The controller waits for N agents, gives each a share of the clients and a disjoint slice of the
+accounts, starts them together, merges their seconds into one screen and one report, and stops
+them all at the end. An agent silent for :data:`AGENT_TIMEOUT` seconds is marked lost: the run goes
+on with the others and the report says so (counting what the lost agent reported until then). An
+agent whose controller falls silent for :data:`CONTROLLER_TIMEOUT` seconds stops on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zmq
+import zmq.asyncio
+
+from cluster.config import Config
+from dummy.console import Console
+from dummy.engine import Engine, LoadOptions, SecondStats, Totals
+from dummy.histogram import Histogram
+from dummy.report import View, build_report, summary, write_csv, write_report
+from dummy.run import accepted_so_far, exit_code
+
+log = logging.getLogger("dummy")
+
+HELLO, START, SECOND, HB, STOP, FINAL = b"HELLO", b"START", b"SECOND", b"HB", b"STOP", b"FINAL"
+AGENT_TIMEOUT = 3.0
+CONTROLLER_TIMEOUT = 10.0
+FINAL_TIMEOUT = 20.0
+
+
+def _pack(data: dict[str, Any]) -> bytes:
+    return msgpack.packb(data, use_bin_type=True)
+
+
+def _unpack(frame: bytes) -> dict[str, Any]:
+    data = msgpack.unpackb(frame, raw=False, strict_map_key=False)
+    if not isinstance(data, dict):
+        raise ValueError("not a map")
+    return data
+
+
+def split(count: int, parts: int) -> list[int]:
+    """`count` split into `parts` shares that differ by at most one."""
+    return [count // parts + (1 if i < count % parts else 0) for i in range(parts)]
+
+
+@dataclass
+class Agent:
+    """The controller's record of one agent."""
+
+    identity: bytes
+    host: str
+    pid: int
+    clients: int = 0
+    status: str = "waiting"  # waiting | running | finished | lost
+    last_heard: float = field(default_factory=time.monotonic)
+    second: dict[str, Any] | None = None  # its latest SECOND
+    totals: Totals = field(default_factory=Totals)
+    seconds_latency: Histogram = field(default_factory=Histogram)  # merged from its SECONDs
+    final_latency: Histogram | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}/{self.pid}"
+
+    def record(self) -> dict[str, Any]:
+        return {"id": self.name, "status": self.status, "clients": self.clients,
+                **self.totals.to_dict()}  # fmt: skip
+
+
+# -- controller ------------------------------------------------------------------------------------
+
+
+class Controller:
+    def __init__(self, config: Config, listen: str, expected: int, options: LoadOptions,
+                 accounts: list[tuple[int, bytes]]) -> None:  # fmt: skip
+        options.check()
+        if len(accounts) < options.clients:
+            raise ValueError(f"{options.clients} clients need {options.clients} accounts, "
+                             f"the list has {len(accounts)}")  # fmt: skip
+        if options.clients < expected:
+            raise ValueError(f"{expected} agents need at least {expected} clients")
+        self.config = config
+        self.listen = listen
+        self.expected = expected
+        self.options = options
+        self.accounts = accounts
+        self.context = zmq.asyncio.Context()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.socket.bind(listen)
+        self.agents: dict[bytes, Agent] = {}
+        self.stop = asyncio.Event()
+        self.paused = False
+
+    def _send(self, agent: Agent, kind: bytes, data: dict[str, Any] | None = None) -> None:
+        try:
+            self.socket.send_multipart([agent.identity, kind, _pack(data or {})], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # a lost agent; noticed by its silence
+
+    async def _receive(self, timeout: float) -> tuple[bytes, bytes, dict[str, Any]] | None:
+        if not await self.socket.poll(int(timeout * 1000)):
+            return None
+        frames = await self.socket.recv_multipart()
+        if len(frames) < 3:
+            return None
+        try:
+            return frames[0], frames[1], _unpack(frames[2])
+        except ValueError:
+            return None
+
+    async def gather(self, timeout: float) -> None:
+        """Wait until `expected` agents said HELLO."""
+        deadline = time.monotonic() + timeout
+        while len(self.agents) < self.expected:
+            if self.stop.is_set():
+                raise RuntimeError("interrupted while waiting for agents")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(f"only {len(self.agents)} of {self.expected} agents "
+                                   f"connected to {self.listen} within {timeout:.0f}s")  # fmt: skip
+            got = await self._receive(min(left, 0.5))
+            if got is not None and got[1] == HELLO and got[0] not in self.agents:
+                data = got[2]
+                agent = Agent(got[0], str(data.get("host", "?")), int(data.get("pid", 0)))
+                self.agents[got[0]] = agent
+                log.info("agent %s connected (%d/%d)", agent.name, len(self.agents),
+                         self.expected)  # fmt: skip
+
+    def start_all(self) -> None:
+        shares = split(self.options.clients, len(self.agents))
+        first = 0
+        for agent, share in zip(self.agents.values(), shares, strict=True):
+            accounts = self.accounts[first : first + share]
+            first += share
+            agent.clients = share
+            agent.status = "running"
+            agent.last_heard = time.monotonic()
+            # The controller ends the run (STOP); the agent's own clock is only a safety net.
+            options = asdict(self.options) | {
+                "clients": share,
+                "duration": self.options.duration + CONTROLLER_TIMEOUT,
+            }
+            self._send(agent, START, {"options": options,
+                                      "accounts": [[no, key] for no, key in accounts]})  # fmt: skip
+
+    def toggle_pause(self) -> bool:
+        self.paused = not self.paused
+        for agent in self.agents.values():
+            if agent.status == "running":
+                self._send(agent, b"PAUSE" if self.paused else b"RESUME")
+        return self.paused
+
+    def _view(self, elapsed: float, latency: Histogram) -> View:
+        view = View(elapsed=elapsed, agents=len(self.agents), latency=latency)
+        delays = []
+        for agent in self.agents.values():
+            if agent.status == "lost":
+                view.agents_lost += 1
+            view.totals.add(agent.totals)
+            second = agent.second
+            if second is None or agent.status == "lost":
+                continue
+            view.clients += int(second["clients"])
+            view.in_login += int(second["in_login"])
+            view.in_game += int(second["in_game"])
+            view.reply_wait += int(second["reply_wait"])
+            view.send_tps += float(second["send_tps"])
+            view.recv_tps += float(second["recv_tps"])
+            delays.append(second["action_delay_ms"])
+        if delays:
+            view.action_delay_ms = (min(d[0] for d in delays),
+                                    sum(d[1] for d in delays) / len(delays),
+                                    max(d[2] for d in delays))  # fmt: skip
+        return view
+
+    async def run(self, console: Console) -> tuple[list[dict[str, Any]], float]:
+        """Drive the run; returns the per-second rows and the duration."""
+        rows: list[dict[str, Any]] = []
+        started = time.monotonic()
+        end = started + self.options.duration
+        next_view = started + 1.0
+        second_latency = Histogram()
+        while not self.stop.is_set() and time.monotonic() < end:
+            if not any(a.status == "running" for a in self.agents.values()):
+                if all(a.status == "lost" for a in self.agents.values()):
+                    log.error("every agent is lost; ending the run")
+                break
+            got = await self._receive(0.2)
+            now = time.monotonic()
+            if got is not None:
+                self._handle(*got, second_latency)
+            for agent in self.agents.values():
+                if agent.status == "running" and now - agent.last_heard > AGENT_TIMEOUT:
+                    agent.status = "lost"
+                    log.error("agent %s lost (silent for %.0fs); the run goes on without it",
+                              agent.name, now - agent.last_heard)  # fmt: skip
+            if now >= next_view:
+                next_view = now + 1.0
+                for agent in self.agents.values():
+                    if agent.status == "running":
+                        self._send(agent, HB)
+                view = self._view(now - started, second_latency)
+                second_latency = Histogram()
+                rows.append(view.row())
+                console.show(view)
+        duration = time.monotonic() - started
+        await self._finish()
+        return rows, duration
+
+    def _handle(self, identity: bytes, kind: bytes, data: dict[str, Any],
+                second_latency: Histogram) -> None:  # fmt: skip
+        agent = self.agents.get(identity)
+        if agent is None or agent.status == "lost":
+            return
+        agent.last_heard = time.monotonic()
+        if kind == SECOND:
+            agent.second = data
+            agent.totals = Totals.from_dict(data["totals"])
+            latency = Histogram.from_dict(data["latency"])
+            agent.seconds_latency.merge(latency)
+            second_latency.merge(latency)
+        elif kind == FINAL:
+            agent.totals = Totals.from_dict(data["totals"])
+            agent.final_latency = Histogram.from_dict(data["latency"])
+            agent.status = "finished"
+
+    async def _finish(self) -> None:
+        """STOP every running agent and collect its FINAL."""
+        for agent in self.agents.values():
+            if agent.status == "running":
+                self._send(agent, STOP)
+        deadline = time.monotonic() + FINAL_TIMEOUT
+        while any(a.status == "running" for a in self.agents.values()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            got = await self._receive(min(left, 0.5))
+            if got is not None:
+                self._handle(*got, Histogram())
+            now = time.monotonic()
+            for agent in self.agents.values():
+                if agent.status == "running" and now - agent.last_heard > FINAL_TIMEOUT / 2:
+                    agent.status = "lost"
+        for agent in self.agents.values():
+            if agent.status == "running":
+                agent.status = "lost"
+                log.error("agent %s sent no final report", agent.name)
+
+    def latency(self) -> Histogram:
+        return Histogram.merged(
+            a.final_latency if a.final_latency is not None else a.seconds_latency
+            for a in self.agents.values()
+        )
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+        self.context.term()
+
+
+async def run_controller(
+    config: Config, listen: str, expected: int, options: LoadOptions,
+    accounts: list[tuple[int, bytes]], report_path: Path | None, csv_path: Path | None,
+    wait: float,
+) -> int:  # fmt: skip
+    controller = Controller(config, listen, expected, options, accounts)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, controller.stop.set)
+    try:
+        log.info("waiting for %d agents on %s", expected, listen)
+        await controller.gather(wait)
+        before = await accepted_so_far(config)
+        controller.start_all()
+        console = Console("Dummy controller", controller.toggle_pause, controller.stop.set)
+        with console.keys():
+            rows, duration = await controller.run(console)
+        after = await accepted_so_far(config, after=time.time())
+        totals = Totals()
+        for agent in controller.agents.values():
+            totals.add(agent.totals)
+        accept_total = None if before is None or after is None else after - before
+        report = build_report(
+            totals, controller.latency(), duration=duration, clients=options.clients,
+            accept_total=accept_total, options=asdict(options),
+            agents=[a.record() for a in controller.agents.values()],
+        )  # fmt: skip
+        print(summary(report), flush=True)
+        if report_path is not None:
+            write_report(report_path, report)
+        if csv_path is not None:
+            write_csv(csv_path, rows)
+        return exit_code(report)
+    finally:
+        controller.close()
+
+
+# -- agent -----------------------------------------------------------------------------------------
+
+
+def _second_map(stats: SecondStats) -> dict[str, Any]:
+    return {
+        "elapsed": stats.elapsed, "clients": stats.clients, "in_login": stats.in_login,
+        "in_game": stats.in_game, "reply_wait": stats.reply_wait, "send_tps": stats.send_tps,
+        "recv_tps": stats.recv_tps, "totals": stats.totals.to_dict(),
+        "latency": stats.latency.to_dict(), "action_delay_ms": list(stats.action_delay_ms),
+    }  # fmt: skip
+
+
+async def run_agent(controller_endpoint: str) -> int:
+    """Serve one run for the controller at `controller_endpoint`, then exit."""
+    context = zmq.asyncio.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 2000)
+    sock.connect(controller_endpoint)
+    hello = _pack({"host": socket.gethostname(), "pid": os.getpid()})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        log.info("agent: connecting to controller %s", controller_endpoint)
+        start: dict[str, Any] | None = None
+        while start is None and not stop.is_set():
+            await sock.send_multipart([HELLO, hello])
+            if await sock.poll(1000):
+                kind, data = await sock.recv_multipart()
+                if kind == START:
+                    start = _unpack(data)
+        if start is None:
+            return 1
+        options = LoadOptions(**start["options"])
+        accounts = [(int(no), bytes(key)) for no, key in start["accounts"]]
+        engine = Engine(options, accounts)
+        log.info("agent: running %d clients for %.0fs", options.clients, options.duration)
+        last_heard = time.monotonic()
+
+        def on_second(stats: SecondStats) -> None:
+            sock.send_multipart([SECOND, _pack(_second_map(stats))])
+
+        async def listen() -> None:
+            nonlocal last_heard
+            while not stop.is_set():
+                if await sock.poll(500):
+                    kind, _ = await sock.recv_multipart()
+                    last_heard = time.monotonic()
+                    if kind == STOP:
+                        stop.set()
+                    elif kind == b"PAUSE":
+                        engine.paused = True
+                    elif kind == b"RESUME":
+                        engine.paused = False
+                elif time.monotonic() - last_heard > CONTROLLER_TIMEOUT:
+                    log.error("agent: controller silent for %.0fs; stopping", CONTROLLER_TIMEOUT)
+                    stop.set()
+
+        listener = asyncio.create_task(listen())
+        totals = await engine.run(stop, on_second)
+        listener.cancel()
+        await sock.send_multipart(
+            [FINAL, _pack({"totals": totals.to_dict(), "latency": engine.latency.to_dict()})]
+        )
+        log.info("agent: done (%d connects, %d echoes)", totals.connect_total, totals.echo_recv)
+        return 0
+    finally:
+        sock.close()
+        context.term()

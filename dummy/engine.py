@@ -1,0 +1,494 @@
+"""The load engine: many dummy clients in one process, behaving as the original game dummy.
+
+Each :class:`DummyClient` plays one account. The action loop visits every client every
+``delay_action`` ms ("one loop" of the original's knobs): a disconnected client connects with
+probability ``rand_connect`` %, a client in game disconnects with probability
+``rand_disconnect`` % or, when none of its echoes is in flight, sends ``echo_overlap`` pipelined
+echoes with probability ``rand_contents`` % (also right when its last batch is answered).
+
+The login path is the real client's: login port (CS_LOGIN_REQ_LOGIN after ``delay_login`` ms) ->
+RES_LOGIN -> the game address it names -> CS_GAME_REQ_LOGIN -> GAME mode; the direct path skips
+the login port. Every reply is checked: types, AccountNo, and each echo's SendTick in order. A
+batch echo unanswered for ``reply_timeout`` (500 ms) counts as Echo Not Recv (once); a wrong reply
+is a packet error (the client then drops the connection); a connection the server closes
+unexpectedly is a Down Client.
+
+Counters are :class:`Totals` (mergeable across agents) and a latency :class:`Histogram`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from cluster.codec import Codec, RemoteProtocolError
+from cluster.messages import (
+    GAME_VERSION,
+    SERVER_MESSAGES,
+    GameReqEcho,
+    GameReqLogin,
+    GameResEcho,
+    GameResLogin,
+    LoginReqLogin,
+    LoginResLogin,
+    LoginStatus,
+)
+from dummy.histogram import Histogram
+
+PATHS = ("login", "direct")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """The original dummy's knobs, plus where to connect. Percentages are 0..100."""
+
+    clients: int = 100
+    rand_connect: int = 100
+    rand_disconnect: int = 0
+    rand_contents: int = 100
+    echo_overlap: int = 1
+    delay_action: float = 10.0  # ms between two visits of the action loop (0: back to back)
+    delay_login: float = 0.0  # ms between connecting and sending a login request
+    duration: float = 20.0  # s
+    path: str = "login"
+    ramp: float = 0.0  # new connections per second; 0 = no limit
+    login_host: str = "127.0.0.1"
+    login_port: int = 8091
+    game_host: str = "127.0.0.1"
+    game_port: int = 12211
+    code: int = 119
+    key1: int = 50
+    key2: int = 132
+    version: int = GAME_VERSION
+    reply_timeout: float = 0.5  # s: Echo Not Recv
+    login_timeout: float = 10.0  # s: a login request unanswered by then is an error
+
+    def check(self) -> None:
+        """Raise ValueError naming the first bad option."""
+        for name in ("rand_connect", "rand_disconnect", "rand_contents"):
+            if not 0 <= getattr(self, name) <= 100:
+                raise ValueError(f"--{name.replace('_', '-')} must be 0..100")
+        if self.clients < 1:
+            raise ValueError("--clients must be at least 1")
+        if not 1 <= self.echo_overlap <= 10_000:
+            raise ValueError("--echo-overlap must be 1..10000")
+        if self.delay_action < 0 or self.delay_login < 0 or self.ramp < 0:
+            raise ValueError("--delay-action, --delay-login and --ramp must not be negative")
+        if self.duration <= 0:
+            raise ValueError("--duration must be positive")
+        if self.path not in PATHS:
+            raise ValueError(f"--path must be one of {', '.join(PATHS)}")
+
+
+@dataclass
+class Totals:
+    """Counters of a run (or of one second); they add up across agents."""
+
+    connect_total: int = 0  # successful TCP connects, login and game ports
+    connect_fail: int = 0
+    down_client: int = 0  # connections the server closed unexpectedly
+    disconnects: int = 0  # connections the dummy closed on purpose (rand_disconnect)
+    login_ok: int = 0  # game logins answered OK
+    echo_sent: int = 0
+    echo_recv: int = 0
+    packets_sent: int = 0
+    packets_recv: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: Totals) -> Totals:
+        for name, value in asdict(other).items():
+            if name == "errors":
+                self.errors.update(other.errors)
+            else:
+                setattr(self, name, getattr(self, name) + value)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["errors"] = dict(self.errors)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Totals:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        errors = Counter({str(k): int(v) for k, v in known.pop("errors", {}).items()})
+        return cls(**{k: int(v) for k, v in known.items()}, errors=errors)
+
+
+class Phase(IntEnum):
+    IDLE = 0
+    LOGIN_CONNECTING = 1
+    LOGIN_WAIT = 2
+    GAME_CONNECTING = 3
+    GAME_LOGIN_WAIT = 4
+    IN_GAME = 5
+
+
+class DummyConnection(asyncio.Protocol):
+    """One TCP connection of a client; hands everything to the client."""
+
+    def __init__(self, client: DummyClient) -> None:
+        self.client = client
+        self.decoder = client.engine.codec.decoder(SERVER_MESSAGES)
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self.decoder.feed(data)
+        except RemoteProtocolError as exc:
+            self.client.packet_error(self, f"undecodable reply: {exc}")
+            return
+        for message in messages:
+            if self.client.connection is not self:
+                return
+            self.client.on_message(message)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.on_closed(self)
+
+
+class DummyClient:
+    """One account's client."""
+
+    __slots__ = (
+        "account_no",
+        "connection",
+        "deadline",
+        "engine",
+        "game_address",
+        "inflight",
+        "leaving",
+        "next_tick",
+        "phase",
+        "session_key",
+    )
+
+    def __init__(self, engine: Engine, account_no: int, session_key: bytes) -> None:
+        self.engine = engine
+        self.account_no = account_no
+        self.session_key = session_key
+        self.phase = Phase.IDLE
+        self.connection: DummyConnection | None = None
+        self.leaving = False  # we are closing the current connection ourselves
+        self.deadline = 0.0  # when the awaited login answer is overdue
+        self.inflight: deque[list[Any]] = deque()  # [tick, sent_ns, late_counted]
+        self.next_tick = 0
+        self.game_address: tuple[str, int] = (engine.options.game_host, engine.options.game_port)
+
+    # -- actions ----------------------------------------------------------------------------------
+
+    def connect(self, to_game: bool) -> None:
+        options = self.engine.options
+        self.phase = Phase.GAME_CONNECTING if to_game else Phase.LOGIN_CONNECTING
+        host, port = self.game_address if to_game else (options.login_host, options.login_port)
+        self.engine.spawn(self._connect(host, port))
+
+    async def _connect(self, host: str, port: int) -> None:
+        engine = self.engine
+        try:
+            _, connection = await engine.loop.create_connection(
+                lambda: DummyConnection(self), host, port
+            )
+        except OSError:
+            engine.totals.connect_fail += 1
+            self.phase = Phase.IDLE
+            return
+        engine.totals.connect_total += 1
+        self.connection = connection
+        self.leaving = False
+        if engine.stopping:
+            self.close()
+        elif engine.options.delay_login:
+            engine.loop.call_later(engine.options.delay_login / 1000, self._send_login, connection)
+        else:
+            self._send_login(connection)
+
+    def _send_login(self, connection: DummyConnection) -> None:
+        if self.connection is not connection or connection.transport is None or self.leaving:
+            return
+        engine = self.engine
+        if self.phase == Phase.LOGIN_CONNECTING:
+            message: Any = LoginReqLogin(self.account_no, self.session_key)
+            self.phase = Phase.LOGIN_WAIT
+        else:
+            message = GameReqLogin(self.account_no, self.session_key, engine.options.version)
+            self.phase = Phase.GAME_LOGIN_WAIT
+        self.deadline = time.monotonic() + engine.options.login_timeout
+        connection.transport.write(engine.codec.encode(message))
+        engine.totals.packets_sent += 1
+
+    def send_echoes(self) -> None:
+        connection = self.connection
+        if connection is None or connection.transport is None:
+            return
+        engine = self.engine
+        count = engine.options.echo_overlap
+        now = time.perf_counter_ns()
+        encode = engine.codec.encode
+        packets = []
+        for _ in range(count):
+            tick = self.next_tick
+            self.next_tick += 1
+            self.inflight.append([tick, now, False])
+            packets.append(encode(GameReqEcho(self.account_no, tick)))
+        connection.transport.write(b"".join(packets))
+        engine.totals.echo_sent += count
+        engine.totals.packets_sent += count
+
+    def close(self) -> None:
+        """Close the current connection on purpose (not a Down Client)."""
+        self.leaving = True
+        connection = self.connection
+        if connection is not None and connection.transport is not None:
+            connection.transport.close()
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def on_message(self, message: Any) -> None:
+        engine = self.engine
+        engine.totals.packets_recv += 1
+        kind = type(message)
+        if kind is GameResEcho and self.phase == Phase.IN_GAME:
+            self._echo_reply(message)
+        elif kind is LoginResLogin and self.phase == Phase.LOGIN_WAIT:
+            if message.account_no != self.account_no:
+                self.packet_error(self.connection, "RES_LOGIN for another AccountNo")
+                return
+            self.close()  # the server closes too; we move on to the game port either way
+            if message.status != LoginStatus.OK:
+                engine.totals.errors[f"login_{LoginStatus(message.status).name.lower()}"] += 1
+                self.phase = Phase.IDLE
+                return
+            self.game_address = (message.game_server_ip, message.game_server_port)
+            self.connect(to_game=True)
+        elif kind is GameResLogin and self.phase == Phase.GAME_LOGIN_WAIT:
+            if message.account_no != self.account_no:
+                self.packet_error(self.connection, "GAME RES_LOGIN for another AccountNo")
+                return
+            if message.status != 1:
+                engine.totals.errors["game_login_failed"] += 1
+                self.close()
+                self.phase = Phase.IDLE
+                return
+            engine.totals.login_ok += 1
+            self.phase = Phase.IN_GAME
+            if not engine.paused and engine.roll(engine.options.rand_contents):
+                self.send_echoes()
+        else:
+            self.packet_error(self.connection, f"unexpected {kind.__name__} in {self.phase.name}")
+
+    def _echo_reply(self, message: GameResEcho) -> None:
+        engine = self.engine
+        if not self.inflight:
+            self.packet_error(self.connection, "echo reply with none in flight")
+            return
+        tick, sent_ns, _ = self.inflight[0]
+        if message.account_no != self.account_no or message.send_tick != tick:
+            self.packet_error(self.connection, f"echo {message} != expected tick {tick}")
+            return
+        self.inflight.popleft()
+        engine.totals.echo_recv += 1
+        micros = (time.perf_counter_ns() - sent_ns) // 1000
+        engine.second_latency.record(micros)
+        if not self.inflight and not engine.paused and engine.roll(engine.options.rand_contents):
+            self.send_echoes()
+
+    def packet_error(self, connection: DummyConnection | None, why: str) -> None:
+        engine = self.engine
+        engine.totals.errors["packet_error"] += 1
+        if engine.first_error is None:
+            engine.first_error = f"account {self.account_no}: {why}"
+        if connection is self.connection:
+            self.close()
+
+    def on_closed(self, connection: DummyConnection) -> None:
+        if connection is not self.connection:
+            return
+        self.connection = None
+        if not self.leaving and not self.engine.stopping:
+            self.engine.totals.down_client += 1
+        if self.phase in (Phase.LOGIN_CONNECTING, Phase.GAME_CONNECTING):
+            return  # a connect of the next leg is already under way
+        self.phase = Phase.IDLE
+        self.inflight.clear()
+
+    def tick(self, now: float) -> None:
+        """One visit of the action loop."""
+        engine = self.engine
+        phase = self.phase
+        if phase == Phase.IN_GAME:
+            if engine.roll(engine.options.rand_disconnect):
+                engine.totals.disconnects += 1
+                self.close()
+            elif self.inflight:
+                self._count_late(now)
+            elif not engine.paused and engine.roll(engine.options.rand_contents):
+                self.send_echoes()
+        elif phase == Phase.IDLE:
+            if engine.roll(engine.options.rand_connect) and engine.take_ramp_token():
+                self.connect(to_game=engine.options.path == "direct")
+        elif phase in (Phase.LOGIN_WAIT, Phase.GAME_LOGIN_WAIT) and now > self.deadline:
+            engine.totals.errors["login_timeout"] += 1
+            self.close()
+
+    def _count_late(self, now: float) -> None:
+        limit = time.perf_counter_ns() - int(self.engine.options.reply_timeout * 1e9)
+        for entry in self.inflight:
+            if entry[1] > limit:
+                break
+            if not entry[2]:
+                entry[2] = True
+                self.engine.totals.errors["echo_not_recv"] += 1
+
+
+@dataclass
+class SecondStats:
+    """What one second of a run looked like (a row of the CSV, a frame of the screen)."""
+
+    elapsed: float
+    clients: int
+    in_login: int
+    in_game: int
+    reply_wait: int
+    totals: Totals  # cumulative
+    send_tps: float
+    recv_tps: float
+    latency: Histogram  # echo latencies of this second
+    action_delay_ms: tuple[float, float, float]  # min, avg, max of this second
+
+
+class Engine:
+    """Runs `options` with one client per account in `accounts` ((AccountNo, key) pairs)."""
+
+    def __init__(self, options: LoadOptions, accounts: list[tuple[int, bytes]]) -> None:
+        options.check()
+        if len(accounts) < options.clients:
+            raise ValueError(
+                f"{options.clients} clients need {options.clients} accounts, "
+                f"the list has {len(accounts)}"
+            )
+        self.options = options
+        self.codec = Codec(options.code, options.key1, options.key2)
+        self.loop = asyncio.get_event_loop()
+        self.totals = Totals()
+        self.latency = Histogram()  # the whole run
+        self.second_latency = Histogram()
+        self.paused = False
+        self.stopping = False
+        self.first_error: str | None = None
+        self.clients = [DummyClient(self, no, key) for no, key in accounts[: options.clients]]
+        self._random = random.Random()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ramp_tokens = float(options.clients)
+        self._delays: list[float] = []
+
+    def roll(self, percent: int) -> bool:
+        return percent >= 100 or (percent > 0 and self._random.random() * 100 < percent)
+
+    def take_ramp_token(self) -> bool:
+        if not self.options.ramp:
+            return True
+        if self._ramp_tokens >= 1:
+            self._ramp_tokens -= 1
+            return True
+        return False
+
+    def spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def toggle_pause(self) -> bool:
+        """S on the screen: stop / resume sending contents (echoes). Returns the new state."""
+        self.paused = not self.paused
+        return self.paused
+
+    def _second(self, elapsed: float, last: Totals, window: float) -> SecondStats:
+        in_login = in_game = reply_wait = 0
+        for client in self.clients:
+            if client.phase == Phase.IN_GAME:
+                in_game += 1
+                if client.inflight:
+                    reply_wait += 1
+            elif client.phase != Phase.IDLE:
+                in_login += 1
+        delays = self._delays or [0.0]
+        stats = SecondStats(
+            elapsed=round(elapsed, 3),
+            clients=len(self.clients),
+            in_login=in_login,
+            in_game=in_game,
+            reply_wait=reply_wait,
+            totals=Totals().add(self.totals),
+            send_tps=(self.totals.packets_sent - last.packets_sent) / window,
+            recv_tps=(self.totals.packets_recv - last.packets_recv) / window,
+            latency=self.second_latency,
+            action_delay_ms=(min(delays), sum(delays) / len(delays), max(delays)),
+        )
+        self.latency.merge(self.second_latency)
+        self.second_latency = Histogram()
+        self._delays = []
+        return stats
+
+    async def run(
+        self, stop: asyncio.Event, on_second: Callable[[SecondStats], None] | None = None
+    ) -> Totals:
+        """Run for ``options.duration`` seconds (or until `stop`), then close every connection
+        and wait for connects still under way, so that every connect is counted."""
+        started = time.monotonic()
+        if self.options.ramp:
+            self._ramp_tokens = 0.0
+        ticker = self.loop.create_task(self._action_loop(stop))
+        last, last_at = Totals(), started
+        end = started + self.options.duration
+        while not stop.is_set() and time.monotonic() < end:
+            try:
+                await asyncio.wait_for(stop.wait(), min(1.0, max(0.0, end - time.monotonic())))
+            except TimeoutError:
+                pass
+            now = time.monotonic()
+            if now - last_at >= 0.999 or ((stop.is_set() or now >= end) and now - last_at > 0.5):
+                stats = self._second(now - started, last, max(now - last_at, 1e-3))
+                last, last_at = Totals().add(self.totals), now
+                if on_second is not None:
+                    on_second(stats)
+        self.stopping = True
+        ticker.cancel()
+        await self._wind_down()
+        self.latency.merge(self.second_latency)  # a last part-second not shown on its own
+        self.second_latency = Histogram()
+        return self.totals
+
+    async def _action_loop(self, stop: asyncio.Event) -> None:
+        delay = self.options.delay_action / 1000
+        previous = time.monotonic()
+        while not stop.is_set():
+            now = time.monotonic()
+            self._delays.append((now - previous) * 1000)
+            if self.options.ramp:
+                self._ramp_tokens = min(
+                    self._ramp_tokens + (now - previous) * self.options.ramp,
+                    max(1.0, self.options.ramp),
+                )
+            previous = now
+            for client in self.clients:
+                client.tick(now)
+            await asyncio.sleep(delay)
+
+    async def _wind_down(self) -> None:
+        for client in self.clients:
+            client.close()
+        if self._tasks:  # connects under way: let them finish (and close at once) to count them
+            await asyncio.wait(list(self._tasks), timeout=self.options.login_timeout)
+        for client in self.clients:
+            client.close()
+        await asyncio.sleep(0.05)  # let the closes go out

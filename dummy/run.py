@@ -1,0 +1,122 @@
+"""`cluster dummy run`: the load engine in this process, with its screen, report and checks.
+
+Around the run it asks the cluster's monitor for the gateways' accept totals, before and after,
+so the report can state the original's closing check: every TCP connect the dummy made
+(connect_total) against what the gateways accepted in the same time (accept_total).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from cluster.config import Config
+from cluster.db.accounts import read_accounts_file
+from cluster.status import StatusUnavailable, fetch
+from dummy.console import Console
+from dummy.engine import Engine, LoadOptions, SecondStats
+from dummy.report import View, build_report, summary, write_csv, write_report
+
+log = logging.getLogger("dummy")
+
+#: How long to wait for the gateways' samples to cover the end of the run.
+SETTLE_TIMEOUT = 6.0
+
+
+def options_from(config: Config, **knobs: Any) -> LoadOptions:
+    """Run options aimed at the cluster `config` describes (its public addresses and codec)."""
+    gw, proto = config.gateway, config.protocol
+    return LoadOptions(
+        login_host=gw.public_host, login_port=gw.login_port,
+        game_host=gw.public_host, game_port=gw.game_port,
+        code=proto.code, key1=proto.key1, key2=proto.key2, version=config.game.version,
+        **knobs,
+    )  # fmt: skip
+
+
+def load_accounts(path: str | Path) -> list[tuple[int, bytes]]:
+    """(AccountNo, key) pairs of an accounts file; ValueError naming a bad line."""
+    return [(no, key) for no, _, _, key in read_accounts_file(Path(path))]
+
+
+def view_of(stats: SecondStats, paused: bool = False) -> View:
+    return View(
+        elapsed=stats.elapsed, clients=stats.clients, in_login=stats.in_login,
+        in_game=stats.in_game, reply_wait=stats.reply_wait, send_tps=stats.send_tps,
+        recv_tps=stats.recv_tps, totals=stats.totals, latency=stats.latency,
+        action_delay_ms=stats.action_delay_ms, paused=paused,
+    )  # fmt: skip
+
+
+async def accepted_so_far(config: Config, after: float = 0.0) -> int | None:
+    """The sum of every gateway's accept totals (both ports), from samples taken after `after`
+    (Unix time); None when the monitor cannot be asked."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while True:
+        try:
+            snapshot = await fetch(config, timeout=2.0)
+        except StatusUnavailable as exc:
+            log.warning("accept_total unknown: %s", exc)
+            return None
+        gateways = [p for p in snapshot["processes"] if p.get("role") == "gateway"]
+        if gateways and all(g.get("time", 0) > after for g in gateways):
+            return sum(int(g.get("accept_total_login", 0)) + int(g.get("accept_total_game", 0))
+                       for g in gateways)  # fmt: skip
+        if time.monotonic() > deadline:
+            log.warning("accept_total unknown: no fresh gateway samples")
+            return None
+        await asyncio.sleep(0.25)
+
+
+def exit_code(report: dict[str, Any]) -> int:
+    """1 when something that must never happen happened: packet errors or a connect mismatch."""
+    if report["errors"].get("packet_error") or report["connect_matches_accept"] is False:
+        return 1
+    return 0
+
+
+async def run_local(
+    config: Config,
+    options: LoadOptions,
+    accounts: list[tuple[int, bytes]],
+    report_path: Path | None,
+    csv_path: Path | None,
+) -> int:
+    before = await accepted_so_far(config)
+    engine = Engine(options, accounts)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    console = Console("Dummy", engine.toggle_pause, stop.set)
+    rows: list[dict[str, Any]] = []
+
+    def on_second(stats: SecondStats) -> None:
+        view = view_of(stats)
+        rows.append(view.row())
+        console.show(view)
+
+    started = time.monotonic()
+    with console.keys():
+        totals = await engine.run(stop, on_second)
+    duration = time.monotonic() - started
+    after = await accepted_so_far(config, after=time.time())
+    accept_total = None if before is None or after is None else after - before
+    report = build_report(
+        totals, engine.latency, duration=duration, clients=options.clients,
+        accept_total=accept_total, options=asdict(options),
+        agents=[{"id": "local", "status": "finished", **totals.to_dict()}],
+    )  # fmt: skip
+    if engine.first_error:
+        log.error("first packet error: %s", engine.first_error)
+    print(summary(report), flush=True)
+    if report_path is not None:
+        write_report(report_path, report)
+    if csv_path is not None:
+        write_csv(csv_path, rows)
+    return exit_code(report)
