@@ -91,6 +91,8 @@ class Broker:
         self.socket.setsockopt(zmq.RCVHWM, PEER_HWM)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.bind(config.broker.bind)
+        self._poller = zmq.Poller()  # Socket.poll() would build a new Poller on every call
+        self._poller.register(self.socket, zmq.POLLIN)
         self.peers: dict[bytes, Peer] = {}
         self.services = {name: Service(name) for name in bus.SERVICES}
         #: game accounts -> the worker holding them, and the reverse index
@@ -114,7 +116,7 @@ class Broker:
         next_sample = time.monotonic() + SAMPLE_INTERVAL
         poll_ms = max(1, int(self.interval * 1000 / 4))
         while not self._stop.is_set():
-            if self.socket.poll(poll_ms, zmq.POLLIN):
+            if self._poller.poll(poll_ms):
                 self._drain()
             now = time.monotonic()
             if now >= next_beat:

@@ -84,7 +84,7 @@ class Codec:
         if spec is None:
             raise LocalProtocolError(f"no such message type {mtype}")
         try:
-            plain = spec.pack(tuple(fields))
+            plain = spec.pack(fields)
         except (struct.error, ValueError, TypeError, IndexError, AttributeError) as exc:
             raise LocalProtocolError(f"cannot encode {spec.name}{tuple(fields)!r}: {exc}") from None
         return self.frame(plain, rand)

@@ -12,8 +12,8 @@ are exactly 64 raw ``bytes``.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, NamedTuple
 
@@ -140,26 +140,26 @@ class MessageSpec:
     cls: type
     body: struct.Struct
     converters: tuple[tuple[int, Callable[[Any], Any], Callable[[Any], Any]], ...] = ()
+    type: int = field(init=False)
+    size: int = field(init=False)
+    whole: struct.Struct = field(init=False)  # the type and the body in one layout
 
-    @property
-    def type(self) -> int:
-        return self.cls.TYPE  # type: ignore[attr-defined, no-any-return]
-
-    @property
-    def size(self) -> int:
-        return 2 + self.body.size
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "type", self.cls.TYPE)  # type: ignore[attr-defined]
+        object.__setattr__(self, "size", 2 + self.body.size)
+        object.__setattr__(self, "whole", struct.Struct("<H" + self.body.format[1:]))
 
     @property
     def name(self) -> str:
         return self.cls.__name__
 
-    def pack(self, fields: tuple[Any, ...] | list[Any]) -> bytes:
+    def pack(self, fields: Iterable[Any]) -> bytes:
         """The plain payload (type included) for `fields`. Raises ValueError/struct.error."""
         if self.converters:
             fields = list(fields)
             for index, to_wire, _ in self.converters:
                 fields[index] = to_wire(fields[index])
-        return _TYPE.pack(self.type) + self.body.pack(*fields)
+        return self.whole.pack(self.type, *fields)
 
     def unpack(self, plain: bytes) -> Message:
         """The record for a plain payload whose type and size were already checked."""
@@ -171,7 +171,6 @@ class MessageSpec:
         return self.cls._make(values)  # type: ignore[attr-defined]
 
 
-_TYPE = struct.Struct("<H")
 _KEY = (_key_to_wire, bytes)
 
 SPECS: dict[int, MessageSpec] = {
