@@ -3,7 +3,8 @@
 For each request from a gateway's login port:
 
 1. no game worker is live (per the broker's ROSTER) -> NOSERVER;
-2. one read of ``accountdb.v_account`` decides ACCOUNT_MISS, SESSION_MISS, STATUS_MISS, FAIL (key
+2. a read of ``accountdb.v_account`` (batched with other logins, :mod:`workers.account_reader`)
+   decides ACCOUNT_MISS, SESSION_MISS, STATUS_MISS, FAIL (key
    differs) or GAME (status row != 0); an unreachable DB answers NOSERVER (try again later);
 3. systemlink: SS_REQ_NEW_CLIENT_LOGIN {AccountNo, SessionKey, Parameter} is placed on the game
    worker the broker picks for the account, and the client hears OK only when
@@ -31,9 +32,10 @@ from typing import Any
 from cluster import bus, runtime
 from cluster.config import Config
 from cluster.db import AccountRow, Database, DatabaseError, open_database
-from cluster.link import BusLink
+from cluster.link import BusLink, bus_link
 from cluster.messages import LoginReqLogin, LoginResLogin, LoginStatus
 from cluster.stats import ProcessSampler, Rates, Reporter
+from workers.account_reader import AccountReader
 from workers.outbox import Outbox
 from workers.status_rows import StatusRows
 
@@ -42,6 +44,8 @@ log = logging.getLogger("workers.auth")
 CLOSE, CANCEL_KEY = bus.Control.CLOSE, bus.Control.CANCEL_KEY
 PUSH, ACK = bus.LinkType.REQ_NEW_CLIENT_LOGIN, bus.LinkType.RES_NEW_CLIENT_LOGIN
 REQ_LOGIN, RES_LOGIN = LoginReqLogin.TYPE, LoginResLogin.TYPE
+#: Seconds a stopping auth worker waits for the logins in flight.
+DRAIN_TIMEOUT = 15.0
 #: What the summary line in the log shows.
 LOG_KEYS = ("sessions", "login_success_tps", "login_latency_min_ms", "login_latency_avg_ms",
             "login_latency_max_ms", "game_workers")  # fmt: skip
@@ -91,6 +95,7 @@ class AuthWorker:
         self.link_timeout = config.auth.link_timeout
         self.game_address = (config.gateway.public_host, config.gateway.game_port)
         self.db = db
+        self.reader = AccountReader(db, config.db.pool_size)
         self.link: BusLink | None = None
         self.outbox: Outbox | None = None
         self.status_rows: StatusRows | None = None
@@ -195,7 +200,7 @@ class AuthWorker:
         if not self.game_workers:
             return LoginStatus.NOSERVER, None
         try:
-            row = await self.db.account(account_no)
+            row = await self.reader.get(account_no)
         except DatabaseError as exc:
             self.counters["db_unavailable"] += 1
             log.warning("login of account %d answered NOSERVER: %s", account_no, exc)
@@ -220,6 +225,7 @@ class AuthWorker:
         try:
             if not self.link.send([bus.PLACE, b"game", keys, push]):
                 return False
+            log.debug("pushed the key of account %d (Parameter %d)", account_no, parameter)
             try:
                 async with asyncio.timeout(self.link_timeout):
                     return await acked
@@ -231,6 +237,14 @@ class AuthWorker:
                 return False
         finally:
             del self._awaiting[parameter]
+
+    async def finish(self, timeout: float) -> None:
+        """Wait (at most `timeout`) for the logins in flight to be answered and sent."""
+        if self._tasks:
+            log.info("draining: %d logins in flight", len(self._tasks))
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+        assert self.outbox is not None
+        self.outbox.flush()
 
     def collect(self) -> dict[str, Any]:
         """This worker's fields of its 1-second sample (see cluster.stats)."""
@@ -252,12 +266,10 @@ async def run(config: Config) -> int:
     stop = runtime.stop_event()
     db = await open_database(config)
     worker = AuthWorker(config, db)
-    link = BusLink(
-        config.broker.endpoint,
+    link = bus_link(
+        config,
         "auth",
         worker.on_bus,
-        interval=config.broker.heartbeat_interval,
-        liveness=config.broker.heartbeat_liveness,
         load=lambda: worker.inflight,
         info={"link_mode": config.cluster.link_mode},
     )
@@ -282,6 +294,8 @@ async def run(config: Config) -> int:
         await stop.wait()
     ready.cancel()
     reporter.stop()
+    link.send([bus.DRAIN])  # no new logins for us; answer the ones in flight, then leave
+    await worker.finish(DRAIN_TIMEOUT)
     await link.close()
     await worker.status_rows.close(1.0)
     await db.close()

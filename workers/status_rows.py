@@ -1,9 +1,10 @@
 """The game worker's writes to ``accountdb.status``: 1 (owner = this worker) while one of its
 sessions is in game, 0 after.
 
-One writer task applies the operations in order, in batches: per account only the latest
-operation counts. Entering is awaited (the client hears OK only once its row says so, so the
-login port answers GAME from then on); leaving is queued and retried until the database takes it.
+One writer task applies the operations in order, in batches (one UPDATE for all the accounts
+entering, one for all those leaving): per account only the latest operation counts. Entering is
+awaited (the client hears OK only once its row says so, so the login port answers GAME from then
+on); leaving is queued and retried until the database takes it.
 A row is only reset by the worker that owns it, so a late reset never clears another worker's
 session. Rows of a worker that died are reset by :meth:`StatusRows.release_owner`.
 """
@@ -83,15 +84,15 @@ class StatusRows:
             ops, self._ops = self._ops, {}
             enters = [(a, f) for a, (kind, f) in ops.items() if kind == ENTER]
             leaves = [a for a, (kind, _) in ops.items() if kind == LEAVE]
-            if enters:
-                results = await asyncio.gather(
-                    *(self.db.enter_game(a, self.owner) for a, _ in enters), return_exceptions=True
-                )
-                for (account, future), result in zip(enters, results, strict=True):
-                    ok = not isinstance(result, BaseException)
-                    if not ok:
-                        self.counters["status_enter_failed"] += 1
-                        log.warning("status row of %d not set: %s", account, result)
+            if enters:  # one statement for every login of this batch
+                try:
+                    await self.db.enter_game_many([a for a, _ in enters], self.owner)
+                    ok = True
+                except DatabaseError as exc:
+                    ok = False
+                    self.counters["status_enter_failed"] += len(enters)
+                    log.warning("%d status rows not set: %s", len(enters), exc)
+                for _, future in enters:
                     if future is not None and not future.done():
                         future.set_result(ok)
             if leaves:

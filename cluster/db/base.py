@@ -109,6 +109,16 @@ class Database(abc.ABC):
         """The v_account row, or None when no ``account`` row exists."""
 
     @abc.abstractmethod
+    async def accounts(self, account_nos: list[int]) -> dict[int, AccountRow]:
+        """The v_account rows of these accounts, by AccountNo (missing accounts are absent):
+        one round trip for many logins."""
+
+    @abc.abstractmethod
+    async def enter_game_many(self, account_nos: list[int], owner: str) -> None:
+        """:meth:`enter_game` for many accounts in one statement (rows that are missing are
+        skipped)."""
+
+    @abc.abstractmethod
     async def session_key(self, account_no: int) -> bytes | None:
         """The stored 64-byte session key, or None (no row, or NULL)."""
 

@@ -163,6 +163,30 @@ class MysqlDatabase(Database):
 
         return await self._run(op)
 
+    async def accounts(self, account_nos: list[int]) -> dict[int, AccountRow]:
+        if not account_nos:
+            return {}
+
+        async def op(s: _Session) -> dict[int, AccountRow]:
+            found: dict[int, AccountRow] = {}
+            for chunk in statements.chunks(account_nos):
+                for row in await s.fetch(self._sql.accounts(len(chunk)), tuple(chunk)):
+                    account = statements.to_account_row(row)
+                    found[account.account_no] = account
+            return found
+
+        return await self._run(op)
+
+    async def enter_game_many(self, account_nos: list[int], owner: str) -> None:
+        if not account_nos:
+            return
+
+        async def op(s: _Session) -> None:
+            for chunk in statements.chunks(account_nos):
+                await s.execute(self._sql.enter_game_many(len(chunk)), (owner, *chunk))
+
+        await self._run(op)
+
     async def session_key(self, account_no: int) -> bytes | None:
         async def op(s: _Session) -> bytes | None:
             rows = await s.fetch(self._sql.session_key, (account_no,))

@@ -154,6 +154,32 @@ class SqliteDatabase(Database):
 
         return await self._run(job)
 
+    async def accounts(self, account_nos: list[int]) -> dict[int, AccountRow]:
+        if not account_nos:
+            return {}
+
+        def job(conn: sqlite3.Connection) -> dict[int, AccountRow]:
+            found: dict[int, AccountRow] = {}
+            for chunk in statements.chunks(account_nos):
+                for row in conn.execute(self._sql.accounts(len(chunk)), tuple(chunk)):
+                    account = statements.to_account_row(row)
+                    found[account.account_no] = account
+            return found
+
+        return await self._run(job)
+
+    async def enter_game_many(self, account_nos: list[int], owner: str) -> None:
+        if not account_nos:
+            return
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN")
+            for chunk in statements.chunks(account_nos):
+                conn.execute(self._sql.enter_game_many(len(chunk)), (owner, *chunk))
+            conn.execute("COMMIT")
+
+        await self._run(job)
+
     async def session_key(self, account_no: int) -> bytes | None:
         def job(conn: sqlite3.Connection) -> bytes | None:
             row = conn.execute(self._sql.session_key, (account_no,)).fetchone()

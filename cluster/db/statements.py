@@ -26,6 +26,13 @@ _ACCOUNT = (
     "SELECT `accountno`, `userid`, `usernick`, `sessionkey`, `status`, `key_row`, `status_row`"
     " FROM `{a}`.`v_account` WHERE `accountno` = ?"
 )
+_ACCOUNTS = (
+    "SELECT `accountno`, `userid`, `usernick`, `sessionkey`, `status`, `key_row`, `status_row`"
+    " FROM `{a}`.`v_account` WHERE `accountno` IN ({marks})"
+)
+_ENTER_GAME_MANY = (
+    "UPDATE `{a}`.`status` SET `status` = 1, `owner` = ? WHERE `accountno` IN ({marks})"
+)
 _SESSION_KEY = "SELECT `sessionkey` FROM `{a}`.`sessionkey` WHERE `accountno` = ?"
 _ENTER_GAME = "UPDATE `{a}`.`status` SET `status` = 1, `owner` = ? WHERE `accountno` = ?"
 _LEAVE_GAME = (
@@ -94,6 +101,14 @@ class Statements:
     def _render(self, template: str, marks: int = 0, rows: str = "") -> str:
         sql = template.format(marks=", ".join("?" * marks), rows=rows, **self._names)
         return sql.replace("?", self._param)
+
+    def accounts(self, count: int) -> str:
+        """v_account rows of `count` AccountNos; parameters: the AccountNos."""
+        return self._render(_ACCOUNTS, count)
+
+    def enter_game_many(self, count: int) -> str:
+        """UPDATE for `count` AccountNos; parameters: owner, then the AccountNos."""
+        return self._render(_ENTER_GAME_MANY, count)
 
     def leave_game(self, count: int) -> str:
         """UPDATE for `count` AccountNos; parameters: owner, then the AccountNos."""

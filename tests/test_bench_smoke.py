@@ -1,0 +1,72 @@
+"""The benchmark scripts run end to end in their smallest mode and print well-formed JSON.
+
+Benchmarks print figures; they are not tests, and nothing here judges a speed. These tests only
+prove that each script starts its cluster, drives it and reports its figures as positive
+numbers. The MariaDB case skips when the server is unreachable (it fails
+instead under ``CI=true``), as the other database tests do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.backends import MYSQL_URL, mysql_unreachable
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 110.0
+
+
+def run_bench(script: str, *args: str) -> dict[str, Any]:
+    """Run ``python bench/SCRIPT ARGS --json`` from the repo root; its parsed JSON output."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args, "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 0, f"{script} exited {done.returncode}:\n{done.stderr[-4000:]}"
+    return json.loads(done.stdout)
+
+
+def positive(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mariadb"])
+def test_login_bench_reports_cluster_and_baseline_figures(backend: str) -> None:
+    if backend == "mariadb":
+        why = mysql_unreachable()
+        if why is not None:
+            if os.environ.get("CI") == "true":
+                pytest.fail(why)
+            pytest.skip(why)
+    report = run_bench(
+        "login.py", "--backend", backend, "--mysql-url", MYSQL_URL,
+        "--logins", "50", "--runs", "1", "--warmup", "10", "--concurrency", "8",
+    )  # fmt: skip
+    assert report["failed"] == {} and report["skipped"] == {}
+    figures = report["backends"][backend]
+    for key in ("cluster", "baseline", "ratio", "p50_ms", "p99_ms"):
+        assert positive(figures[key]), (key, figures)
+    assert figures["logins"] == 50
+    assert figures["errors"] == {}
+
+
+def test_sessions_bench_reports_memory_per_session() -> None:
+    report = run_bench("sessions.py", "--sessions", "1000", "--hold", "2", "--heartbeat", "1")
+    assert report["sessions"] == report["logged_in"] == 1000
+    for key in ("login_seconds", "logins_per_s", "gateway_bytes_per_session", "heartbeats_sent"):
+        assert positive(report[key]), (key, report[key])
+    game = report["game_bytes_per_session"]
+    assert len(game) == 2 and all(isinstance(b, int | float) for b in game)
+    assert positive(sum(game)), game
+    assert report["login_failed"] == 0
+    assert report["closed_by_server"] == 0
