@@ -32,6 +32,7 @@ import zmq
 
 from cluster import bus, runtime
 from cluster.config import Config
+from cluster.security import Gatekeeper, SecurityError, secure_server
 from cluster.stats import ProcessSampler, Rates
 
 log = logging.getLogger("cluster.broker")
@@ -90,6 +91,11 @@ class Broker:
         self.socket.setsockopt(zmq.SNDHWM, PEER_HWM)
         self.socket.setsockopt(zmq.RCVHWM, PEER_HWM)
         self.socket.setsockopt(zmq.LINGER, 0)
+        self.gatekeeper: Gatekeeper | None = None
+        if config.security.curve or config.security.allow_from:
+            self.gatekeeper = Gatekeeper(self.context, config)
+            self.gatekeeper.start()
+        secure_server(self.socket, config)
         self.socket.bind(config.broker.bind)
         self._poller = zmq.Poller()  # Socket.poll() would build a new Poller on every call
         self._poller.register(self.socket, zmq.POLLIN)
@@ -127,6 +133,8 @@ class Broker:
                 self.report()
                 next_sample = now + SAMPLE_INTERVAL
         self.socket.close(linger=0)
+        if self.gatekeeper is not None:
+            self.gatekeeper.stop()
 
     def _drain(self) -> None:
         recv = self.socket.recv_multipart
@@ -175,6 +183,8 @@ class Broker:
             self._holding(peer, command == bus.HOLD, frames)
         elif command == bus.DISCONNECT:
             self.evict(peer, "disconnected")
+        elif command == bus.DRAIN:
+            self.drain(peer)
         else:
             self.counters["malformed"] += 1
             log.warning("unknown command %r from %s", command[:16], peer.name)
@@ -209,7 +219,10 @@ class Broker:
     def _roster(self) -> bytes:
         roster: dict[str, list[str]] = {role: [] for role in bus.ROSTER_ROLES}
         for peer in self.peers.values():
-            if peer.role in roster:
+            draining = peer.role in self.services and peer.identity not in (
+                self.services[peer.role].workers
+            )
+            if peer.role in roster and not draining:
                 roster[peer.role].append(peer.name)
         return bus.pack_info(roster)
 
@@ -336,15 +349,28 @@ class Broker:
         for peer in [p for p in self.peers.values() if p.expiry < now]:
             self.evict(peer, "silent")
 
-    def evict(self, peer: Peer, why: str) -> None:
-        """Forget a peer and tell every other peer it is GONE."""
-        if self.peers.pop(peer.identity, None) is None:
-            return
+    def _unplace(self, peer: Peer) -> None:
+        """Take a worker out of placement: its pool and the accounts it holds."""
         if peer.role in self.services:
             self.services[peer.role].workers.pop(peer.identity, None)
         for account in self.held.pop(peer.identity, ()):
             if self.holders.get(account) == peer.identity:
                 del self.holders[account]
+
+    def drain(self, peer: Peer) -> None:
+        """A worker that is stopping: no new placements, but its sessions are still routed."""
+        if peer.role not in self.services or peer.identity not in self.services[peer.role].workers:
+            return
+        self._unplace(peer)
+        self.counters["drained"] += 1
+        log.info("%s %s draining", peer.role, peer.name)
+        self.announce_roster()
+
+    def evict(self, peer: Peer, why: str) -> None:
+        """Forget a peer and tell every other peer it is GONE."""
+        if self.peers.pop(peer.identity, None) is None:
+            return
+        self._unplace(peer)
         self.counters[f"evicted_{why}"] += 1
         log.info("%s %s gone (%s)", peer.role, peer.name, why)
         for identity in list(self.peers):
@@ -359,6 +385,9 @@ def serve(config: Config) -> int:
         broker = Broker(config)
     except zmq.ZMQError as exc:
         log.error("cannot bind broker.bind %s: %s", config.broker.bind, exc)
+        return 1
+    except SecurityError as exc:
+        log.error("%s", exc)
         return 1
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: broker.stop())

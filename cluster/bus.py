@@ -13,6 +13,8 @@ command     frames after it                             meaning
 READY       role, info (msgpack map)                    register (role: gateway, game, auth, ...)
 HB          [sessions (u32 LE)]                         heartbeat; workers report their load
 BYE         -                                           leaving cleanly
+DRAIN       -                                           worker: place nothing new on me (I am
+                                                        finishing my sessions and will say BYE)
 TO          dest identity, body...                      deliver bodies to one peer
 PLACE       service, keys (n x i64 LE), body x n        place n new sessions on the service's
                                                         workers (key: AccountNo; see below)
@@ -58,6 +60,7 @@ import msgpack
 READY = b"READY"
 HEARTBEAT = b"HB"
 DISCONNECT = b"BYE"
+DRAIN = b"DRAIN"
 TO = b"TO"
 PLACE = b"PLACE"
 WELCOME = b"WELCOME"

@@ -102,6 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep", action="store_true",
                       help="keep the demo's data directory and cluster log")  # fmt: skip
 
+    keys = sub.add_parser(
+        "keys",
+        help="CurveZMQ keys for a secured bus",
+        description="CurveZMQ keys for a secured bus ([security] curve).",
+    )
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND", required=True)
+    generate = keys_sub.add_parser(
+        "generate", help="write the broker and client key pairs into [security] keys_dir",
+        description="Write broker.key/broker.key_secret and client.key/client.key_secret into "
+        "[security] keys_dir. Copy the directory to every host; keep *_secret files private.",
+    )  # fmt: skip
+    _add_config(generate)
+    generate.add_argument("--force", action="store_true", help="replace existing keys")
+
     status = sub.add_parser(
         "status",
         help="every live process of the cluster: role, host, sessions, TPS, CPU, memory",
@@ -193,6 +207,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     quiet = args.command == "status"  # its output is the answer; its bus link stays silent
     runtime.setup_logging(args.command, "warning" if quiet else config.cluster.log_level)
+    from cluster.security import SecurityError
+
+    try:
+        return _dispatch(args, config, path)
+    except SecurityError as exc:
+        print(f"cluster {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace, config: Config, path: str | None) -> int:
+    """Run the chosen subcommand with a loaded, valid configuration."""
+    from cluster import runtime
+
+    if args.command == "keys":
+        from cluster.security import generate_keys
+
+        for written in generate_keys(Path(config.security.keys_dir), force=args.force):
+            print(f"wrote {written}")
+        return 0
     if args.command == "up":
         from cluster import supervisor
 

@@ -10,6 +10,7 @@ environment itself. Any problem raises :class:`ConfigError` whose message names 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import tomllib
@@ -112,6 +113,15 @@ class MonitorSection:
 
 
 @dataclass(frozen=True)
+class SecuritySection:
+    """``[security]``: who may join the bus (see cluster.security)."""
+
+    curve: bool = False  # CurveZMQ on the bus: encrypted, only holders of the cluster's keys
+    keys_dir: str = "keys"  # where `cluster keys generate` put the key pairs
+    allow_from: str = ""  # addresses/networks the broker accepts peers from ("" = any)
+
+
+@dataclass(frozen=True)
 class ProtocolSection:
     """``[protocol]``: the client wire protocol's packet code and XOR keys (PROTOCOL.md)."""
 
@@ -142,6 +152,7 @@ class Config:
     auth: AuthSection = field(default_factory=AuthSection)
     game: GameSection = field(default_factory=GameSection)
     monitor: MonitorSection = field(default_factory=MonitorSection)
+    security: SecuritySection = field(default_factory=SecuritySection)
     protocol: ProtocolSection = field(default_factory=ProtocolSection)
     db: DbSection = field(default_factory=DbSection)
     source: str = ""  # the file it was read from ("" for defaults only)
@@ -257,6 +268,14 @@ def _resolve(config: Config) -> Config:
             raise ConfigError(f"{key}: {url!r} must start with tcp:// or ipc://")
     if not broker.bind:
         raise ConfigError("broker.bind: must not be empty")
+    for entry in (e.strip() for e in config.security.allow_from.split(",")):
+        try:
+            if entry:
+                ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"security.allow_from: {entry!r} is not an address or network"
+            ) from None
     if db.prefix and not db.prefix.replace("_", "").isalnum():
         raise ConfigError(f"db.prefix: {db.prefix!r} may hold only letters, digits and _")
     url = db.url or f"sqlite:///{Path(config.cluster.data_dir) / 'db'}"

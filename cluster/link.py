@@ -26,6 +26,8 @@ from typing import Any
 import zmq
 
 from cluster import bus
+from cluster.config import Config
+from cluster.security import ClientKeys, client_keys, secure_client
 
 log = logging.getLogger("cluster.link")
 
@@ -57,6 +59,7 @@ class BusLink:
         info: dict[str, Any] | None = None,
         load: Callable[[], int] | None = None,
         context: zmq.Context[Any] | None = None,
+        curve: ClientKeys | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.role = role
@@ -66,6 +69,7 @@ class BusLink:
         self.interval = interval
         self.liveness = liveness
         self.load = load
+        self.curve = curve
         self.context = context or zmq.Context.instance()
         self.registered = asyncio.Event()
         self.lost = 0
@@ -103,6 +107,7 @@ class BusLink:
         sock.setsockopt(zmq.SNDHWM, HWM)
         sock.setsockopt(zmq.RCVHWM, HWM)
         sock.setsockopt(zmq.LINGER, 0)
+        secure_client(sock, self.curve)
         sock.connect(self.endpoint)
         self.socket = sock
         self._last_heard = time.monotonic()
@@ -214,3 +219,14 @@ class BusLink:
             self._loop.call_soon(self._drain)
             return
         self._check_readable()
+
+
+def bus_link(config: Config, role: str, on_message: Callable[[list[bytes]], None],
+             **options: Any) -> BusLink:  # fmt: skip
+    """A :class:`BusLink` to the broker `config` names, with its heartbeat rules and, when
+    ``[security] curve`` is on, the cluster's client keys (SecurityError when they are missing)."""
+    return BusLink(
+        config.broker.endpoint, role, on_message,
+        interval=config.broker.heartbeat_interval, liveness=config.broker.heartbeat_liveness,
+        curve=client_keys(config), **options,
+    )  # fmt: skip

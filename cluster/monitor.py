@@ -31,7 +31,7 @@ from cluster.db import (
     LoginSample,
     open_database,
 )
-from cluster.link import BusLink
+from cluster.link import BusLink, bus_link
 from cluster.stats import SAMPLE_INTERVAL, ProcessSampler, Sample
 
 log = logging.getLogger("cluster.monitor")
@@ -193,10 +193,7 @@ async def run(config: Config) -> int:
     stop = runtime.stop_event()
     mon = config.monitor
     monitor = Monitor()
-    link = BusLink(
-        config.broker.endpoint, "monitor", monitor.on_bus,
-        interval=config.broker.heartbeat_interval, liveness=config.broker.heartbeat_liveness,
-    )  # fmt: skip
+    link = bus_link(config, "monitor", monitor.on_bus)
     monitor.link = link
     try:
         server = await asyncio.start_server(

@@ -14,7 +14,7 @@ from typing import Any
 
 from cluster import bus
 from cluster.config import Config
-from cluster.link import BusLink
+from cluster.link import bus_link
 
 STATUS = bus.Control.STATUS
 #: The figure shown as TPS for each role.
@@ -38,10 +38,7 @@ class MonitorClient:
         self.roster: dict[str, list[str]] = {}
         self._roster_known = asyncio.Event()
         self._answer: asyncio.Future[dict[str, Any]] | None = None
-        self.link = BusLink(
-            self.endpoint, "cli", self._on_message,
-            interval=config.broker.heartbeat_interval, liveness=config.broker.heartbeat_liveness,
-        )  # fmt: skip
+        self.link = bus_link(config, "cli", self._on_message)
 
     def _on_message(self, frames: list[bytes]) -> None:
         command = frames[0]

@@ -14,7 +14,7 @@ from cluster import runtime
 from cluster.codec import Codec
 from cluster.config import Config
 from cluster.db import Database, open_database
-from cluster.link import BusLink
+from cluster.link import bus_link
 from cluster.messages import LoginResLogin
 from cluster.stats import ProcessSampler, Reporter
 from gateway.sessions import Sessions, game_rules, login_rules
@@ -28,6 +28,8 @@ FD_RESERVE = 256
 SWEEP_INTERVAL = 1.0
 #: How often a changed drop summary is logged (seconds).
 STATS_INTERVAL = 10.0
+#: Longest wait, at stop, for the logins in flight (seconds).
+DRAIN_TIMEOUT = 15.0
 #: What the periodic summary line shows.
 LOG_KEYS = ("sessions", "sessions_login", "sessions_game", "accept_tps_login", "accept_tps_game",
             "recv_tps", "send_tps")  # fmt: skip
@@ -81,12 +83,10 @@ async def run(config: Config) -> int:
             log.error("gateway.whiteip = enforce and no list could be read: admitting nobody yet")
         whitelist.start()
 
-    link = BusLink(
-        config.broker.endpoint,
+    link = bus_link(
+        config,
         "gateway",
         on_bus,
-        interval=config.broker.heartbeat_interval,
-        liveness=config.broker.heartbeat_liveness,
         info={"game": f"{gw.public_host}:{gw.game_port}", "login": f"{gw.host}:{gw.login_port}"},
     )
     sessions = Sessions(
@@ -125,8 +125,12 @@ async def run(config: Config) -> int:
         await _serve(sessions, config, stop)
     registered.cancel()
     reporter.stop()
+    # Drain: accept nothing more, let the logins in flight be answered (bounded), then close.
     for server in servers:
         server.close()
+    deadline = time.monotonic() + min(gw.reply_timeout, DRAIN_TIMEOUT)
+    while sessions.waiting() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
     for conn in list(sessions.table.values()):
         sessions.closed(conn, "gateway_shutdown")
         if conn.transport is not None:

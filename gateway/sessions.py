@@ -232,6 +232,11 @@ class Sessions:
                 self._outbox.setdefault(conn.worker, []).append([conn.sid, CLOSE, reason])
                 self._schedule_flush()
 
+    def waiting(self) -> int:
+        """Sessions whose opening request is forwarded and not yet answered."""
+        return sum(1 for c in self.table.values() if c.placed_at and (
+            c.worker is None or c.rules.single_request))  # fmt: skip
+
     def sweep(self, now: float, reply_timeout: float) -> None:
         """Drop clients silent for their port's idle timeout, and requests unanswered for
         `reply_timeout`."""

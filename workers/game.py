@@ -40,7 +40,7 @@ from typing import Any
 from cluster import bus, runtime
 from cluster.config import Config
 from cluster.db import Database, open_database
-from cluster.link import BusLink
+from cluster.link import BusLink, bus_link
 from cluster.messages import (
     GameLoginStatus,
     GameReqEcho,
@@ -143,6 +143,7 @@ class GameWorker:
         self._frame_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_event_loop()
+        self.draining = False
 
     def attach(self, link: BusLink) -> None:
         self.link = link
@@ -182,6 +183,9 @@ class GameWorker:
                     continue
                 session = table.get(sid)
                 if session is None:
+                    if mtype == LOGIN and self.draining:
+                        self.outbox_add(source, [sid, CLOSE, "worker_draining"])
+                        continue
                     if mtype == LOGIN:
                         session = table[sid] = PlayerSession(source, sid)
                         self.session_count += 1
@@ -484,12 +488,10 @@ async def run(config: Config) -> int:
         log.warning("game.verify_key = false: every login is accepted (raw echo load tests only)")
     key_check = key_check_for(config, db, pending)
     worker = GameWorker(config, key_check, pending)
-    link = BusLink(
-        config.broker.endpoint,
+    link = bus_link(
+        config,
         "game",
         worker.on_bus,
-        interval=config.broker.heartbeat_interval,
-        liveness=config.broker.heartbeat_liveness,
         load=lambda: worker.session_count,
         info={"key_check": key_check.name},
     )
@@ -514,8 +516,13 @@ async def run(config: Config) -> int:
         await stop.wait()
     registered.cancel()
     reporter.stop()
+    # Drain: nothing new is placed here from now on; every session is closed cleanly (replies
+    # already queued go out first) and its status row reset, within SHUTDOWN_GRACE.
+    worker.draining = True
+    link.send([bus.DRAIN])
     worker.stop()
     worker.close_all("worker_shutdown")
+    worker.flush()
     await link.close()
     if worker.status_rows is not None:
         await worker.status_rows.close(SHUTDOWN_GRACE)

@@ -1,0 +1,75 @@
+"""deploy/ must match the CLI: every command line in it parses, every config in it loads."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from cluster import config
+from cluster.cli import build_parser
+
+DEPLOY = Path(__file__).parent.parent / "deploy"
+
+
+def _exec_lines() -> list[tuple[str, list[str]]]:
+    lines = []
+    for unit in sorted((DEPLOY / "systemd").glob("*.service")):
+        for line in unit.read_text().splitlines():
+            if line.startswith("ExecStart="):
+                lines.append((unit.name, shlex.split(line.split("=", 1)[1])))
+    return lines
+
+
+def _compose_commands() -> list[tuple[str, list[str]]]:
+    text = (DEPLOY / "docker" / "compose.yaml").read_text()
+    return [(f"compose:{i}", ["cluster", *re.findall(r'"([^"]+)"', match)])
+            for i, match in enumerate(re.findall(r"command: \[([^\]]*)\]", text))]  # fmt: skip
+
+
+def _readme_commands() -> list[tuple[str, list[str]]]:
+    out = []
+    for readme in sorted(DEPLOY.rglob("README.md")):
+        for command in re.findall(r"`(cluster [^`]+)`", readme.read_text()):
+            out.append((readme.name, shlex.split(command.split("#")[0])))
+    return out
+
+
+COMMANDS = _exec_lines() + _compose_commands() + _readme_commands()
+
+
+def test_every_role_has_a_systemd_unit():
+    units = {p.name for p in (DEPLOY / "systemd").glob("*.service")}
+    assert units == {"cluster-broker.service", "cluster-monitor.service",
+                     "cluster-gateway.service", "cluster-auth@.service",
+                     "cluster-game@.service"}  # fmt: skip
+
+
+def test_compose_runs_every_role():
+    roles = {argv[1] for _, argv in _compose_commands()}
+    assert {"broker", "monitor", "gateway", "auth", "game"} <= roles
+
+
+@pytest.mark.parametrize(("where", "argv"), COMMANDS, ids=[w for w, _ in COMMANDS])
+def test_command_line_parses_with_the_cli(where, argv):
+    assert Path(argv[0]).name == "cluster", argv
+    args = build_parser().parse_args(argv[1:])  # SystemExit (a failure) when it does not
+    assert args.command in {"broker", "monitor", "gateway", "auth", "game", "up", "db",
+                            "accounts", "keys", "status"}  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ["topology/cluster.toml", "docker/cluster.toml"])
+def test_deploy_configs_load(path):
+    loaded = config.load(DEPLOY / path, env={})
+    assert loaded.broker.endpoint.startswith("tcp://")
+
+
+def test_topology_config_is_the_one_its_commands_name():
+    loaded = config.load(DEPLOY / "topology" / "cluster.toml", env={})
+    assert loaded.broker.endpoint == "tcp://10.0.0.1:5555"
+    assert loaded.security.curve
+    for _, argv in _readme_commands():
+        if "--config" in argv:
+            assert argv[argv.index("--config") + 1] == "/etc/iocp-cluster/cluster.toml"
