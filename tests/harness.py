@@ -64,12 +64,13 @@ class RoleProcess:
         env: dict[str, str] | None = None,
         wait_ready: bool = True,
         timeout: float = READY_TIMEOUT,
+        prefix: list[str] | None = None,
     ) -> None:
         self.args = args
         self.log_path = log_path
         self._stderr = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cluster", *args],
+            [*(prefix or []), sys.executable, "-m", "cluster", *args],
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             stdin=subprocess.DEVNULL,
