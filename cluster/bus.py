@@ -94,6 +94,10 @@ class Control(IntEnum):
     #: ``[0, STATUS]`` cli -> monitor: what do you know? Answer: ``[0, STATUS, snapshot]`` with
     #: snapshot ``{"processes": [sample + "heartbeat_age_s", ...], "gone": [...]}``.
     STATUS = -3
+    #: ``[sid, ACCEPTED]`` worker -> gateway: this new session is mine (sent as soon as a worker
+    #: takes a login, so the gateway knows where every request in flight is, and a worker's death
+    #: is answered for exactly its own sessions).
+    ACCEPTED = -4
 
 
 class LinkType(IntEnum):

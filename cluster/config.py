@@ -64,6 +64,8 @@ class GatewaySection:
     login_timeout: float = _ranged(10.0, 0.1)  # login port: the request must arrive by then
     whiteip: str = _choice("off", WHITEIP_MODES)  # "enforce": only accountdb.whiteip may connect
     whiteip_refresh: float = _ranged(10.0, 0.1)  # seconds between reloads of the allow-list
+    max_outbound: int = _ranged(1_048_576, 1024)  # bytes queued to a client before it is dropped
+    login_rate: float = _ranged(0.0, 0)  # login requests per second per client address; 0 = off
 
 
 @dataclass(frozen=True)

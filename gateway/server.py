@@ -92,13 +92,14 @@ async def run(config: Config) -> int:
     sessions = Sessions(
         codec, link, session_limit(gw.max_sessions), login_reply,
         whitelist.admit if whitelist is not None else None,
+        max_outbound=gw.max_outbound, login_rate=gw.login_rate,
     )  # fmt: skip
     loop = asyncio.get_running_loop()
     stop = runtime.stop_event()
     servers = []
     for key, port, rules in (
         ("game_port", gw.game_port, game_rules(gw.heartbeat_timeout)),
-        ("login_port", gw.login_port, login_rules(gw.login_timeout)),
+        ("login_port", gw.login_port, login_rules()),
     ):
         try:
             servers.append(
@@ -159,7 +160,7 @@ async def _serve(sessions: Sessions, config: Config, stop: asyncio.Event) -> Non
         except TimeoutError:
             pass
         now = time.monotonic()
-        sessions.sweep(now, config.gateway.reply_timeout)
+        sessions.sweep(now, config.gateway.reply_timeout, config.gateway.login_timeout)
         if now >= next_stats:
             next_stats = now + STATS_INTERVAL
             if dict(sessions.drops) != last_drops:

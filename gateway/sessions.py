@@ -35,7 +35,9 @@ from cluster.link import BusLink
 from cluster.messages import (
     GAME_CLIENT_MESSAGES,
     LOGIN_CLIENT_MESSAGES,
+    GameLoginStatus,
     GameReqLogin,
+    GameResLogin,
     LoginReqLogin,
     LoginResLogin,
     LoginStatus,
@@ -44,7 +46,7 @@ from cluster.stats import Rates
 
 log = logging.getLogger("gateway.sessions")
 
-CLOSE = bus.Control.CLOSE
+CLOSE, ACCEPTED = bus.Control.CLOSE, bus.Control.ACCEPTED
 
 
 @dataclass(frozen=True)
@@ -67,10 +69,11 @@ def game_rules(heartbeat_timeout: float) -> PortRules:
     )  # fmt: skip
 
 
-def login_rules(login_timeout: float) -> PortRules:
+def login_rules() -> PortRules:
+    """The login port: one request per connection, answered, then closed (no idle rule: the
+    request must come within login_timeout of accept, like the game port's login)."""
     return PortRules(
-        "login", b"auth", LOGIN_CLIENT_MESSAGES, LoginReqLogin.TYPE, True,
-        login_timeout, "login_timeout",
+        "login", b"auth", LOGIN_CLIENT_MESSAGES, LoginReqLogin.TYPE, True, 0.0, "",
     )  # fmt: skip
 
 
@@ -78,10 +81,13 @@ class ClientConnection(asyncio.Protocol):
     """One client on the game or login port."""
 
     __slots__ = (
+        "account_no",
         "backlog",
         "closed",
         "decoder",
+        "ip",
         "last_recv",
+        "opened_at",
         "pending",
         "placed_at",
         "rules",
@@ -101,7 +107,9 @@ class ClientConnection(asyncio.Protocol):
         self.placed_at = 0.0  # when the opening request was sent for placement (0: not yet)
         self.backlog: list[list[Any]] = []  # items received while the opening request is in flight
         self.pending: list[bytes] = []  # encoded replies not yet written
-        self.last_recv = time.monotonic()
+        self.last_recv = self.opened_at = time.monotonic()
+        self.account_no = 0  # of the opening request
+        self.ip = ""
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -109,8 +117,7 @@ class ClientConnection(asyncio.Protocol):
         self.sessions.opened(self)
 
     def data_received(self, data: bytes) -> None:
-        if not self.rules.single_request:  # on the login port the clock runs from accept
-            self.last_recv = time.monotonic()
+        self.last_recv = time.monotonic()
         try:
             messages = self.decoder.feed(data)
         except RemoteProtocolError as exc:
@@ -135,12 +142,17 @@ class Sessions:
         max_sessions: int,
         login_reply: Callable[[int, int], LoginResLogin],
         admit: Callable[[str], bool] | None = None,
+        max_outbound: int = 1 << 20,
+        login_rate: float = 0.0,
     ) -> None:
         self.codec = codec
         self.link = link
         self.max_sessions = max_sessions
         self.login_reply = login_reply
         self.admit = admit
+        self.max_outbound = max_outbound
+        self.login_rate = login_rate
+        self._login_buckets: dict[str, list[float]] = {}  # ip -> [tokens, refreshed at]
         self.table: dict[int, ClientConnection] = {}
         self.by_worker: dict[bytes, set[int]] = {}
         self.drops: Counter[str] = Counter()
@@ -163,13 +175,13 @@ class Sessions:
     def opened(self, conn: ClientConnection) -> None:
         self.accepted[conn.rules.name] += 1
         assert conn.transport is not None
+        peer = conn.transport.get_extra_info("peername")
+        conn.ip = peer[0] if peer else ""
         reason = None
         if len(self.table) >= self.max_sessions:
             reason = "max_sessions"
-        elif self.admit is not None:
-            peer = conn.transport.get_extra_info("peername")
-            if not peer or not self.admit(peer[0]):
-                reason = "not_whitelisted"
+        elif self.admit is not None and not self.admit(conn.ip):
+            reason = "not_whitelisted"
         if reason is not None:
             self.drops[reason] += 1
             conn.closed = True
@@ -196,13 +208,42 @@ class Sessions:
                     self.drop(conn, "extra_request")
                     return
                 conn.backlog.append(item)
-            elif rules.opening == message.TYPE:
+            elif message.TYPE == rules.opening:
+                conn.account_no = message.account_no
+                if self.login_rate and not self._login_allowed(conn.ip):
+                    self._refuse(conn, "login_rate_limited")
+                    return
                 conn.placed_at = time.monotonic()
                 self._placements.setdefault(rules.service, []).append((message.account_no, item))
             else:
                 self.drop(conn, "not_logged_in")
                 return
         self._schedule_flush()
+
+    def _login_allowed(self, ip: str) -> bool:
+        """A token bucket per client address: `login_rate` per second, burst the same."""
+        now = time.monotonic()
+        bucket = self._login_buckets.get(ip)
+        if bucket is None:
+            bucket = self._login_buckets[ip] = [self.login_rate, now]
+        bucket[0] = min(self.login_rate, bucket[0] + (now - bucket[1]) * self.login_rate)
+        bucket[1] = now
+        if bucket[0] < 1:
+            return False
+        bucket[0] -= 1
+        return True
+
+    def _refuse(self, conn: ClientConnection, reason: str) -> None:
+        """Answer a login with a failure status of its port, then close (counted)."""
+        if conn.rules.single_request:
+            reply: Any = self.login_reply(conn.account_no, LoginStatus.NOSERVER)
+        else:
+            reply = GameResLogin(GameLoginStatus.FAIL, conn.account_no)
+        assert conn.transport is not None
+        conn.transport.write(self.codec.encode(reply))
+        self._count(conn, reason)
+        self.closed(conn, reason, tell_worker=False)
+        conn.transport.close()
 
     def drop(self, conn: ClientConnection, reason: str, tell_worker: bool = True) -> None:
         """Close one client at once for a violation or a failure; counted under `reason`."""
@@ -232,22 +273,31 @@ class Sessions:
                 self._outbox.setdefault(conn.worker, []).append([conn.sid, CLOSE, reason])
                 self._schedule_flush()
 
+    @staticmethod
+    def _waiting(conn: ClientConnection) -> bool:
+        """Its opening request is forwarded and not yet answered."""
+        return bool(conn.placed_at) and (conn.worker is None or conn.rules.single_request)
+
     def waiting(self) -> int:
         """Sessions whose opening request is forwarded and not yet answered."""
-        return sum(1 for c in self.table.values() if c.placed_at and (
-            c.worker is None or c.rules.single_request))  # fmt: skip
+        return sum(1 for conn in self.table.values() if self._waiting(conn))
 
-    def sweep(self, now: float, reply_timeout: float) -> None:
-        """Drop clients silent for their port's idle timeout, and requests unanswered for
-        `reply_timeout`."""
-        unanswered_before = now - reply_timeout
+    def sweep(self, now: float, reply_timeout: float, login_timeout: float) -> None:
+        """Drop connections whose opening request did not arrive within `login_timeout` of
+        accept, requests unanswered for `reply_timeout`, and game clients silent for the
+        heartbeat timeout. Also forgets idle login-rate buckets."""
         for conn in list(self.table.values()):
             rules = conn.rules
-            waiting = conn.worker is None and conn.placed_at
-            if waiting and conn.placed_at < unanswered_before:
-                self.drop(conn, "reply_timeout")
-            elif rules.idle_timeout and not waiting and conn.last_recv < now - rules.idle_timeout:
+            if self._waiting(conn):
+                if conn.placed_at < now - reply_timeout:
+                    self.drop(conn, "reply_timeout")
+            elif not conn.placed_at:
+                if conn.opened_at < now - login_timeout:
+                    self.drop(conn, "login_timeout")
+            elif rules.idle_timeout and conn.last_recv < now - rules.idle_timeout:
                 self.drop(conn, rules.idle_reason)
+        for ip in [ip for ip, (_, at) in self._login_buckets.items() if at < now - 60]:
+            del self._login_buckets[ip]
 
     def collect(self) -> dict[str, Any]:
         """This gateway's fields of its 1-second sample (see cluster.stats)."""
@@ -271,6 +321,7 @@ class Sessions:
             "drops": dict(self.drops),
             **rates,
         }
+
 
     # -- bus side --------------------------------------------------------------------------------
 
@@ -316,7 +367,11 @@ class Sessions:
             log.warning("worker %s gone: closing its %d sessions", worker, len(sids))
         for sid in sids:
             conn = self.table.get(sid)
-            if conn is not None:
+            if conn is None:
+                continue
+            if conn.rules.single_request:  # a login in flight on a dead auth worker: answer it
+                self._refuse(conn, "worker_gone")
+            else:
                 self.drop(conn, "worker_gone", tell_worker=False)
 
     def _items(self, body: bytes) -> list[Any]:
@@ -357,6 +412,8 @@ class Sessions:
                     continue
                 if conn.worker is None:
                     self._bind(conn, worker)
+                if item[1] == ACCEPTED:
+                    continue
                 if item[1] == CLOSE:
                     to_close.append((conn, str(item[2])))
                     continue
@@ -372,8 +429,11 @@ class Sessions:
                 self.sent += 1
         for conn in touched:
             if not conn.closed:
-                assert conn.transport is not None
-                conn.transport.write(b"".join(conn.pending))
+                transport = conn.transport
+                assert transport is not None
+                transport.write(b"".join(conn.pending))
+                if transport.get_write_buffer_size() > self.max_outbound:
+                    self.drop(conn, "slow_reader")  # it does not read; nobody else waits for it
             conn.pending.clear()
         for conn, reason in to_close:
             if not conn.closed:

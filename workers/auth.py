@@ -41,7 +41,7 @@ from workers.status_rows import StatusRows
 
 log = logging.getLogger("workers.auth")
 
-CLOSE, CANCEL_KEY = bus.Control.CLOSE, bus.Control.CANCEL_KEY
+CLOSE, CANCEL_KEY, ACCEPTED = bus.Control.CLOSE, bus.Control.CANCEL_KEY, bus.Control.ACCEPTED
 PUSH, ACK = bus.LinkType.REQ_NEW_CLIENT_LOGIN, bus.LinkType.RES_NEW_CLIENT_LOGIN
 REQ_LOGIN, RES_LOGIN = LoginReqLogin.TYPE, LoginResLogin.TYPE
 #: Seconds a stopping auth worker waits for the logins in flight.
@@ -151,6 +151,8 @@ class AuthWorker:
                 mtype = item[1]
                 if mtype == REQ_LOGIN:
                     sid, _, account_no, session_key = item
+                    assert self.outbox is not None
+                    self.outbox.add_soon(source, [sid, ACCEPTED])  # the gateway binds it to us
                     task = asyncio.create_task(self.login(source, sid, account_no, session_key))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)

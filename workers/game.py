@@ -57,7 +57,7 @@ from workers.status_rows import StatusRows
 
 log = logging.getLogger("workers.game")
 
-CLOSE, CANCEL_KEY = bus.Control.CLOSE, bus.Control.CANCEL_KEY
+CLOSE, CANCEL_KEY, ACCEPTED = bus.Control.CLOSE, bus.Control.CANCEL_KEY, bus.Control.ACCEPTED
 PUSH, ACK = bus.LinkType.REQ_NEW_CLIENT_LOGIN, bus.LinkType.RES_NEW_CLIENT_LOGIN
 LOGIN, ECHO, HEARTBEAT = GameReqLogin.TYPE, GameReqEcho.TYPE, GameReqHeartbeat.TYPE
 RES_LOGIN, RES_ECHO = GameResLogin.TYPE, GameResEcho.TYPE
@@ -189,6 +189,7 @@ class GameWorker:
                     if mtype == LOGIN:
                         session = table[sid] = PlayerSession(source, sid)
                         self.session_count += 1
+                        self.outbox_add(source, [sid, ACCEPTED])  # the gateway binds it to us
                     elif mtype in (PUSH, CANCEL_KEY):
                         self._link_item(source, item)
                         continue
