@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import random
 import signal
 import socket
 import threading
@@ -107,6 +108,8 @@ class Broker:
         self.counters: Counter[str] = Counter()
         self._stop = threading.Event()
         self.identity = f"broker@{socket.gethostname()}/{os.getpid()}"
+        #: This broker run: peers that re-register within the same epoch were evicted.
+        self.epoch = random.getrandbits(62)
         self._sampler = ProcessSampler(self.identity, "broker", self._collect)
         self._rates = Rates()
 
@@ -210,7 +213,9 @@ class Broker:
             self.services[role].workers[identity] = peer
         if old is None:
             log.info("%s registered: %s", role, peer.name)
-        self._send(identity, [bus.WELCOME, bus.pack_info({"heartbeat_interval": self.interval})])
+        welcome = {"heartbeat_interval": self.interval, "epoch": self.epoch,
+                   "known": old is not None}  # fmt: skip
+        self._send(identity, [bus.WELCOME, bus.pack_info(welcome)])
         if role in bus.ROSTER_ROLES and old is None:
             self.announce_roster()
         else:

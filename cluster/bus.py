@@ -31,7 +31,9 @@ Other accounts go to the least-loaded worker. ``auth`` placement is least-loaded
 Broker -> peer:
 
 ===========  ====================================  ============================================
-WELCOME      info (msgpack map)                    READY accepted
+WELCOME      info (msgpack map)                    READY accepted: {"heartbeat_interval",
+                                                   "epoch" (this broker run), "known" (whether
+                                                   it had you registered already)}
 HB           -                                     heartbeat
 FROM         source identity, body...              bodies another peer sent with TO or PLACE
 UNROUTABLE   dest identity or service, body...     bodies that could not be delivered, returned
@@ -72,6 +74,9 @@ HOLD = b"HOLD"
 FREE = b"FREE"
 ROSTER = b"ROSTER"
 STATS = b"STATS"
+#: Not sent on the wire: what a BusLink tells its owner when the broker (same run, see WELCOME's
+#: epoch) no longer knew it, i.e. it was evicted and every other peer was told it is GONE.
+EVICTED = b"EVICTED"
 
 #: Roles a peer may register with. Workers of SERVICES are placement targets.
 ROLES = ("gateway", "game", "auth", "monitor", "cli")

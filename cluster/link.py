@@ -78,6 +78,7 @@ class BusLink:
         self._last_heard = 0.0
         self._drain_scheduled = False
         self._task: asyncio.Task[None] | None = None
+        self._epoch: int | None = None  # the broker run we registered with
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -152,6 +153,18 @@ class BusLink:
 
     # -- I/O -------------------------------------------------------------------------------------
 
+    def _welcomed(self, frames: list[bytes]) -> None:
+        """Tell the owner EVICTED when the same broker run registers us anew."""
+        try:
+            info = bus.unpack_info(frames[1]) if len(frames) > 1 else {}
+        except ValueError:
+            info = {}
+        epoch = info.get("epoch")
+        if self._epoch is not None and epoch == self._epoch and not info.get("known", True):
+            log.warning("the broker had evicted us: our sessions elsewhere were closed")
+            self.on_message([bus.EVICTED])
+        self._epoch = epoch
+
     def send(self, frames: list[bytes]) -> bool:
         """Queue one message for the broker. False when it cannot be queued (no broker link, or
         the queue is full): the caller still owns the message and must answer for it.
@@ -198,6 +211,7 @@ class BusLink:
                 continue
             if command == bus.WELCOME:
                 if not self.registered.is_set():
+                    self._welcomed(frames)
                     log.log(
                         logging.DEBUG if self.role == "cli" else logging.INFO,
                         "registered with broker %s as %s", self.endpoint, self.identity,

@@ -322,7 +322,6 @@ class Sessions:
             **rates,
         }
 
-
     # -- bus side --------------------------------------------------------------------------------
 
     def _schedule_flush(self) -> None:
@@ -359,6 +358,9 @@ class Sessions:
                 self._undeliverable(self._items(body), reason)
         elif command == bus.GONE and len(frames) >= 2:
             self.worker_gone(frames[1])
+        elif command == bus.EVICTED:  # every worker released our sessions when we were evicted
+            for worker in list(self.by_worker):
+                self.worker_gone(worker)
 
     def worker_gone(self, worker: bytes) -> None:
         """Close every client bound to `worker`."""
@@ -386,15 +388,10 @@ class Sessions:
             conn = self.table.get(item[0])
             if conn is None or item[1] == CLOSE:
                 continue
-            if reason == "no_auth_worker" and item[1] == LoginReqLogin.TYPE:
-                # The login port answers for the missing auth side, as the original's
-                # login server answered NOSERVER.
-                reply = self.login_reply(item[2], LoginStatus.NOSERVER)
-                assert conn.transport is not None
-                conn.transport.write(self.codec.encode(reply))
-                self._count(conn, reason)
-                self.closed(conn, reason, tell_worker=False)
-                conn.transport.close()
+            if item[1] == conn.rules.opening:
+                # A login nobody could take is answered with the port's failure status (as the
+                # original's login server answered NOSERVER), not left to a silent close.
+                self._refuse(conn, reason)
             else:
                 self.drop(conn, reason)
 

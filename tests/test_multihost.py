@@ -31,6 +31,7 @@ class Hosts:
 
     names: dict[str, str]
     addresses: dict[str, str]
+    links: dict[str, str]  # host -> its veth end on the bridge (down = the host is cut off)
 
     def prefix(self, host: str) -> list[str]:
         return ["ip", "netns", "exec", self.names[host]]
@@ -55,10 +56,11 @@ def hosts() -> Iterator[Hosts]:
     subnet = f"10.203.{os.getpid() % 200 + 1}"
     bridge = f"brc{tag}"
     made: list[str] = []
-    hosts = Hosts({}, {})
+    hosts = Hosts({}, {}, {})
     try:
         _ip("link", "add", bridge, "type", "bridge")
         _ip("link", "set", bridge, "up")
+        _ip("addr", "add", f"{subnet}.254/24", "dev", bridge)  # the test itself, as a client
         for number, host in enumerate("ABCD", start=1):
             ns, outer = f"cl{host}{tag}", f"v{host}{tag}"
             _ip("netns", "add", ns)
@@ -70,7 +72,7 @@ def hosts() -> Iterator[Hosts]:
             _ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
             _ip("-n", ns, "link", "set", "eth0", "up")
             _ip("-n", ns, "link", "set", "lo", "up")
-            hosts.names[host], hosts.addresses[host] = ns, address
+            hosts.names[host], hosts.addresses[host], hosts.links[host] = ns, address, outer
     except subprocess.CalledProcessError as exc:
         for ns in made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
@@ -152,3 +154,85 @@ def test_roles_on_separate_hosts_survive_losing_the_game_host(hosts, tmp_path, m
     assert report["login_ok"] >= 2 * CLIENTS  # everyone logged in again, on host C
     assert report["connect_total"] == report["accept_total"]
     assert report["echo_recv"] > 0
+
+
+def test_a_partitioned_game_host_loses_exactly_its_sessions_and_comes_back_clean(hosts, tmp_path):
+    """Host B is cut off from the network, then reconnected: its clients are closed within the
+    heartbeat rules, their status rows are reset, the worker drops its ghost sessions when it
+    learns it was evicted, and takes new logins again."""
+    import asyncio
+
+    from cluster.messages import GameLoginStatus, GameResEcho, LoginStatus
+    from dummy.client import GameClient, login_once
+    from tests.harness import run
+
+    a = hosts.addresses["A"]
+    config = write_config(tmp_path / "cluster.toml", {
+        "cluster": {"data_dir": str(tmp_path / "data"), "log_level": "debug"},
+        "broker": {"bind": f"tcp://{a}:5555", "heartbeat_interval": 0.5},
+        "gateway": {"host": a, "public_host": a},
+        "workers": {"game": 1, "auth": 1},
+        "monitor": {"metrics_host": a, "summary_interval": 3600.0},
+    })  # fmt: skip
+    accounts = tmp_path / "accounts.tsv"
+    subprocess.run(
+        [sys.executable, "-m", "cluster", "accounts", "create", "--config", str(config),
+         "--count", "20", "--out", str(accounts)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    keys = [(int(line.split("\t")[0]), line.split("\t")[3].encode())
+            for line in accounts.read_text().splitlines()]  # fmt: skip
+    started = []
+    for host, only in (("A", "broker,monitor,auth,gateway"), ("B", "game")):
+        started.append(
+            RoleProcess(
+                ["up", "--config", str(config), "--only", only],
+                tmp_path / f"{host}.log",
+                prefix=hosts.prefix(host),
+            )
+        )
+
+    async def log_in(account: int, key: bytes) -> GameClient:
+        reply = await login_once(a, 8091, account, key)
+        assert reply.status == LoginStatus.OK, reply
+        client = await GameClient.connect(a, 12211)
+        assert (await client.login(account, key)).status == GameLoginStatus.OK
+        return client
+
+    def game_sessions() -> int:
+        games = [p for p in _status(hosts, config)["processes"] if p["role"] == "game"]
+        return sum(g.get("sessions", 0) for g in games) if games else -1
+
+    def rows_in_game() -> int:
+        import sqlite3
+
+        db = sqlite3.connect(tmp_path / "data" / "db" / "accountdb.db")
+        try:
+            return db.execute("SELECT COUNT(*) FROM status WHERE status != 0").fetchone()[0]
+        finally:
+            db.close()
+
+    async def scenario():
+        cut = [await log_in(no, key) for no, key in keys[:10]]
+        assert rows_in_game() == 10
+        _ip("link", "set", hosts.links["B"], "down")
+        try:
+            closed = await asyncio.gather(*(c.wait_closed(10) for c in cut))
+        finally:
+            _ip("link", "set", hosts.links["B"], "up")
+        await asyncio.to_thread(_wait, lambda: game_sessions() == 0, 30,
+                                "host B's worker back, without its ghost sessions")  # fmt: skip
+        await asyncio.to_thread(_wait, lambda: rows_in_game() == 0, 15, "status rows reset")
+        fresh = [await log_in(no, key) for no, key in keys[10:13]]
+        echoes = await asyncio.gather(*(c.echo(2) for c in fresh))
+        return closed, echoes
+
+    try:
+        closed, echoes = run(scenario())
+    finally:
+        for process in reversed(started):
+            process.stop()
+    assert closed == [True] * 10
+    for (no, _), replies in zip(keys[10:13], echoes, strict=True):
+        assert replies == [GameResEcho(no, 0), GameResEcho(no, 1)]
+    assert "the broker had evicted us" in (tmp_path / "B.log").read_text()

@@ -163,6 +163,9 @@ class GameWorker:
                 self.peer_gone(frames[1])
         elif command == bus.UNROUTABLE and len(frames) >= 2:
             self.peer_gone(frames[1])
+        elif command == bus.EVICTED:  # every gateway was told we are gone: so are our sessions
+            for gateway in list(self.gateways):
+                self.peer_gone(gateway)
 
     def _received(self, source: bytes, bodies: list[bytes]) -> None:
         table = self.gateways.get(source)
@@ -250,9 +253,10 @@ class GameWorker:
             return
         session.released = True
         session.inbox.clear()
+        self.session_count -= 1
         table = self.gateways.get(session.gateway)
-        if table is not None and table.pop(session.sid, None) is not None:
-            self.session_count -= 1
+        if table is not None:
+            table.pop(session.sid, None)
         account = session.account_no
         if account is not None and self.by_account.get(account) is session:
             del self.by_account[account]

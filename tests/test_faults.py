@@ -1,0 +1,279 @@
+"""Bad clients, floods and dying processes: the cluster keeps serving everyone else, and says
+what happened (a status code, a counted drop, or one log line)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import socket
+import struct
+import subprocess
+import sys
+
+import psutil
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cluster.codec import MAX_PACKET, Codec
+from cluster.messages import (
+    GameLoginStatus,
+    GameReqEcho,
+    GameReqHeartbeat,
+    GameReqLogin,
+    GameResEcho,
+    LoginStatus,
+)
+from dummy.client import GameClient, login_once
+from tests.harness import ClusterUnderTest, run
+
+CODEC = Codec()
+
+
+def _status(cluster) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-m", "cluster", "status", "--json", "--config", str(cluster.config)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    return json.loads(result.stdout) if result.returncode == 0 else {}
+
+
+def _gateway_sessions(cluster) -> int | None:
+    gateways = [p for p in _status(cluster).get("processes", []) if p["role"] == "gateway"]
+    return gateways[0]["sessions"] if gateways else None
+
+
+def test_a_client_that_never_reads_is_dropped_and_its_neighbour_keeps_echoing(make_cluster):
+    cluster = make_cluster(gateway={"max_outbound": 65536})
+    _, gateway, _ = cluster.start_spine()
+
+    async def scenario():
+        neighbour = await GameClient.connect("127.0.0.1", cluster.game_port)
+        await neighbour.login(1)
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a tiny window, never read
+        raw.connect(("127.0.0.1", cluster.game_port))
+        _reader, writer = await asyncio.open_connection(sock=raw)
+        writer.write(CODEC.encode(GameReqLogin(2, b"\0" * 64, 1)))
+        echo = CODEC.encode(GameReqEcho(2, 7))
+        for _ in range(200):  # up to 1,000,000 echoes: 23 MB of replies it will not read
+            writer.write(echo * 5000)
+            await writer.drain()
+            if (await asyncio.to_thread(gateway.log)).find("slow_reader") >= 0:
+                break
+        replies = await neighbour.echo(100)
+        writer.transport.abort()
+        return replies
+
+    assert run(scenario()) == [GameResEcho(1, i) for i in range(100)]
+    gateway.wait_log(r"game session \d+ closed: slow_reader\b")
+
+
+def test_connections_beyond_max_sessions_are_refused_at_once_without_busy_looping(make_cluster):
+    cluster = make_cluster(gateway={"max_sessions": 5})
+    _, gateway, _ = cluster.start_spine()
+
+    async def scenario():
+        held = [await GameClient.connect("127.0.0.1", cluster.game_port) for _ in range(5)]
+        for i, client in enumerate(held):
+            assert (await client.login(i + 1)).status == GameLoginStatus.OK
+        extra = [await GameClient.connect("127.0.0.1", cluster.game_port) for _ in range(20)]
+        refused = await asyncio.gather(*(c.wait_closed(3) for c in extra))
+        process = psutil.Process(gateway.pid)
+        before = process.cpu_times()
+        await asyncio.sleep(1.0)  # a window to see whether the refusals left a busy loop
+        after = process.cpu_times()
+        echoes = await held[0].echo(3)
+        return refused, (after.user + after.system) - (before.user + before.system), echoes
+
+    refused, cpu_seconds, echoes = run(scenario())
+    assert refused == [True] * 20
+    assert cpu_seconds < 0.5  # idle, not spinning on accept
+    assert echoes == [GameResEcho(1, i) for i in range(3)]
+    gateway.stop()
+    assert "max_sessions=20" in gateway.log()
+
+
+def test_a_connection_that_never_logs_in_is_closed_after_the_login_timeout(make_cluster):
+    cluster = make_cluster(gateway={"login_timeout": 1.0})
+    _, gateway, _ = cluster.start_spine()
+
+    async def scenario():
+        silent = await GameClient.connect("127.0.0.1", cluster.game_port)
+        trickle = await GameClient.connect("127.0.0.1", cluster.game_port)
+        trickle.send_raw(CODEC.encode(GameReqHeartbeat())[:3])  # half a header, then nothing
+        return await silent.wait_closed(5), await trickle.wait_closed(5)
+
+    assert run(scenario()) == (True, True)
+    gateway.wait_log(r"game session \d+ closed: login_timeout\b")
+
+
+def test_logins_beyond_the_per_address_rate_get_a_failure_status(make_cluster):
+    cluster = make_cluster(gateway={"login_rate": 3.0})
+    _, gateway, _ = cluster.start_spine()
+
+    async def login_from(address: str, account: int) -> int:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", cluster.game_port, local_addr=(address, 0)
+        )
+        client = GameClient(reader, writer, CODEC)
+        status = (await client.login(account)).status
+        await client.close()
+        return status
+
+    async def scenario():
+        burst = [await login_from("127.0.0.1", n) for n in range(1, 8)]
+        other = await login_from("127.0.0.2", 100)  # another address has its own allowance
+        return burst, other
+
+    burst, other = run(scenario())
+    assert burst.count(GameLoginStatus.OK) == 3
+    assert burst.count(GameLoginStatus.FAIL) == 4
+    assert other == GameLoginStatus.OK
+    gateway.wait_log(r"game session \d+ closed: login_rate_limited\b")
+
+
+def test_auth_worker_killed_with_a_login_in_flight_answers_that_client_noserver(
+    make_cluster, backend
+):
+    from tests.test_login import make_login_cluster
+
+    lc = make_login_cluster(make_cluster, backend, "systemlink", auth={"link_timeout": 30.0},
+                            broker={"heartbeat_interval": 0.5})  # fmt: skip
+    account = lc.accounts[0]
+    lc.roles["game"].send_signal(signal.SIGSTOP)  # the push waits: the login stays in flight
+
+    async def scenario():
+        login = asyncio.create_task(
+            login_once("127.0.0.1", lc.login_port, account.no, account.key, timeout=20)
+        )
+        await asyncio.to_thread(
+            lc.roles["auth"].wait_log, rf"pushed the key of account {account.no} ", 10
+        )
+        lc.roles["auth"].kill()
+        return await login
+
+    try:
+        reply = run(scenario())
+    finally:
+        lc.roles["game"].send_signal(signal.SIGCONT)
+    assert reply.status == LoginStatus.NOSERVER
+    lc.roles["gateway"].wait_log(r"login session \d+ closed: worker_gone\b")
+
+
+def test_monitor_killed_and_restarted(make_cluster):
+    cluster = make_cluster()
+    cluster.start_spine()
+    monitor = cluster.start("monitor")
+    monitor.kill()
+    result = subprocess.run(
+        [sys.executable, "-m", "cluster", "status", "--config", str(cluster.config)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 1 and "monitor" in result.stderr
+
+    async def echo() -> list:
+        client = await GameClient.connect("127.0.0.1", cluster.game_port)
+        await client.login(5)
+        return await client.echo(2)
+
+    assert run(echo()) == [GameResEcho(5, 0), GameResEcho(5, 1)]  # serving without a monitor
+    cluster.start("monitor")
+    for _ in range(100):  # each status call is a round trip: poll until every role reported
+        roles = {p["role"] for p in _status(cluster).get("processes", [])}
+        if {"broker", "gateway", "game", "monitor"} <= roles:
+            break
+    assert {"broker", "gateway", "game", "monitor"} <= roles
+
+
+# -- fuzzing a live gateway ------------------------------------------------------------------------
+
+
+def _mutate(packet: bytes, data: st.DataObject) -> bytes:
+    raw = bytearray(packet)
+    for _ in range(data.draw(st.integers(1, 4))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    return bytes(raw)
+
+
+VALID = [
+    CODEC.encode(GameReqLogin(9, b"\0" * 64, 1)),
+    CODEC.encode(GameReqEcho(9, 1)),
+    CODEC.encode(GameReqHeartbeat()),
+]
+
+
+def test_live_gateway_survives_fuzzed_streams(tmp_path_factory):
+    cluster = ClusterUnderTest(tmp_path_factory.mktemp("fuzz"), gateway={"login_timeout": 2.0})
+    try:
+        _, gateway, _ = cluster.start_spine()
+        cluster.start("monitor")
+
+        @settings(max_examples=60, deadline=None,
+                  suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+        @given(data=st.data())
+        def one_stream(data: st.DataObject) -> None:
+            kind = data.draw(st.sampled_from(["random", "mutated", "valid"]))
+            if kind == "random":
+                stream = data.draw(st.binary(min_size=1, max_size=3 * MAX_PACKET))
+            else:
+                packets = data.draw(st.lists(st.sampled_from(VALID), min_size=1, max_size=20))
+                stream = b"".join(packets)
+                if kind == "mutated":
+                    stream = _mutate(stream, data)
+            cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=5)))
+
+            async def send() -> None:
+                _reader, writer = await asyncio.open_connection("127.0.0.1", cluster.game_port)
+                last = 0
+                try:
+                    for cut in [*cuts, len(stream)]:
+                        writer.write(stream[last:cut])
+                        last = cut
+                        await writer.drain()
+                except ConnectionError:
+                    pass  # the gateway dropped this client: what it is meant to do
+                writer.close()
+
+            run(send())
+
+        one_stream()
+
+        async def neighbour() -> list:
+            client = await GameClient.connect("127.0.0.1", cluster.game_port)
+            await client.login(1)
+            replies = await client.echo(5)
+            sessions = await asyncio.to_thread(_wait_sessions, cluster, 1)
+            await client.close()
+            return [replies, sessions]
+
+        replies, sessions = run(neighbour())
+        assert replies == [GameResEcho(1, i) for i in range(5)]
+        assert sessions == 1  # every fuzzed connection is gone: nothing leaked
+        assert gateway.proc.poll() is None
+        assert "Traceback" not in gateway.log()
+    finally:
+        cluster.close()
+
+
+def _wait_sessions(cluster, expected: int) -> int | None:
+    for _ in range(100):
+        sessions = _gateway_sessions(cluster)
+        if sessions == expected:
+            return sessions
+    return _gateway_sessions(cluster)
+
+
+def test_random_bytes_never_break_the_decoder_contract():
+    rng = random.Random(7)
+    for _ in range(2000):
+        decoder = CODEC.decoder([GameReqLogin.TYPE, GameReqEcho.TYPE, GameReqHeartbeat.TYPE])
+        stream = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 400)))
+        stream = struct.pack("<B", 119) + stream
+        try:
+            for i in range(0, len(stream), 7):
+                decoder.feed(stream[i : i + 7])
+                assert decoder.buffered < MAX_PACKET
+        except Exception as exc:
+            assert type(exc).__name__ == "RemoteProtocolError"
