@@ -61,7 +61,7 @@ class GatewaySection:
     max_sessions: int = _ranged(15000, 1, 1_000_000)
     heartbeat_timeout: float = _ranged(40.0, 0)  # seconds of client silence; 0 = off
     reply_timeout: float = _ranged(10.0, 0.1)  # a forwarded login must be answered by then
-    login_timeout: float = _ranged(10.0, 0.1)  # login port: the request must arrive by then
+    login_timeout: float = _ranged(10.0, 0.1)  # either port: the login must arrive by then
     whiteip: str = _choice("off", WHITEIP_MODES)  # "enforce": only accountdb.whiteip may connect
     whiteip_refresh: float = _ranged(10.0, 0.1)  # seconds between reloads of the allow-list
     max_outbound: int = _ranged(1_048_576, 1024)  # bytes queued to a client before it is dropped
