@@ -15,7 +15,6 @@ from cluster.codec import Codec
 from cluster.config import Config
 from cluster.db import Database, open_database
 from cluster.link import bus_link
-from cluster.messages import LoginResLogin
 from cluster.stats import ProcessSampler, Reporter
 from gateway.sessions import Sessions, game_rules, login_rules
 from gateway.whiteip import WhiteList
@@ -70,10 +69,6 @@ async def run(config: Config) -> int:
         assert sessions is not None
         sessions.on_bus(frames)
 
-    def login_reply(account_no: int, status: int) -> LoginResLogin:
-        host, port = gw.public_host, gw.game_port
-        return LoginResLogin(account_no, status, "", "", host, port, host, port)
-
     db: Database | None = None
     whitelist: WhiteList | None = None
     if gw.whiteip == "enforce":
@@ -90,7 +85,7 @@ async def run(config: Config) -> int:
         info={"game": f"{gw.public_host}:{gw.game_port}", "login": f"{gw.host}:{gw.login_port}"},
     )
     sessions = Sessions(
-        codec, link, session_limit(gw.max_sessions), login_reply,
+        codec, link, session_limit(gw.max_sessions), (gw.public_host, gw.game_port),
         whitelist.admit if whitelist is not None else None,
         max_outbound=gw.max_outbound, login_rate=gw.login_rate,
     )  # fmt: skip

@@ -47,6 +47,7 @@ from cluster.stats import Rates
 log = logging.getLogger("gateway.sessions")
 
 CLOSE, ACCEPTED = bus.Control.CLOSE, bus.Control.ACCEPTED
+RES_LOGIN = LoginResLogin.TYPE
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ class Sessions:
         codec: Codec,
         link: BusLink,
         max_sessions: int,
-        login_reply: Callable[[int, int], LoginResLogin],
+        game_address: tuple[str, int],
         admit: Callable[[str], bool] | None = None,
         max_outbound: int = 1 << 20,
         login_rate: float = 0.0,
@@ -148,7 +149,7 @@ class Sessions:
         self.codec = codec
         self.link = link
         self.max_sessions = max_sessions
-        self.login_reply = login_reply
+        self.game_address = game_address  # this gateway's public game address
         self.admit = admit
         self.max_outbound = max_outbound
         self.login_rate = login_rate
@@ -232,6 +233,11 @@ class Sessions:
             return False
         bucket[0] -= 1
         return True
+
+    def login_reply(self, account_no: int, status: int) -> LoginResLogin:
+        """A RES_LOGIN this gateway answers itself (no auth worker could)."""
+        host, port = self.game_address
+        return LoginResLogin(account_no, status, "", "", host, port, host, port)
 
     def _refuse(self, conn: ClientConnection, reason: str) -> None:
         """Answer a login with a failure status of its port, then close (counted)."""
@@ -414,6 +420,10 @@ class Sessions:
                 if item[1] == CLOSE:
                     to_close.append((conn, str(item[2])))
                     continue
+                if item[1] == RES_LOGIN and len(item) == 10:
+                    # Clients go on to the game port of the gateway they logged in through.
+                    host, port = self.game_address
+                    item[6:10] = (host, port, host, port)
                 try:
                     data = encode(item[1], item[2:])
                 except LocalProtocolError as exc:

@@ -286,6 +286,29 @@ def test_key_pushed_through_one_gateway_admits_through_another(lc):
     assert run(scenario()) == [GameResEcho(account.no, i) for i in range(3)]
 
 
+@pytest.mark.parametrize("mode", ["non-systemlink"], indirect=True)
+def test_res_login_names_the_game_port_of_the_gateway_it_came_through(lc):
+    account = lc.accounts[23]
+    game_port, login_port = free_ports(2)
+    lc.cluster.start(
+        "gateway",
+        env={
+            "CLUSTER_GATEWAY_GAME_PORT": str(game_port),
+            "CLUSTER_GATEWAY_LOGIN_PORT": str(login_port),
+        },
+    )
+
+    async def scenario():
+        first = await login_once("127.0.0.1", lc.login_port, account.no, account.key)
+        second = await login_once("127.0.0.1", login_port, account.no, account.key)
+        return first, second
+
+    first, second = run(scenario())
+    assert (first.status, first.game_server_port) == (LoginStatus.OK, lc.game_port)
+    assert (second.status, second.game_server_port) == (LoginStatus.OK, game_port)
+    assert second.chat_server_port == game_port
+
+
 def test_duplicate_login_across_two_gateways_is_refused(lc):
     account = lc.accounts[15]
     game_port, login_port = free_ports(2)

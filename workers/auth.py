@@ -11,8 +11,9 @@ For each request from a gateway's login port:
    SS_RES_NEW_CLIENT_LOGIN with that Parameter comes back; an ACK for another Parameter (an earlier
    attempt) is ignored; no ACK within ``[auth] link_timeout`` answers NOSERVER and cancels the
    pushed key; non-systemlink: OK at once (the game worker reads the key from the DB itself);
-4. RES_LOGIN carries ID and Nickname from the DB and ``[gateway] public_host:game_port`` as the
-   game (and chat) server address; then the gateway closes the connection.
+4. RES_LOGIN carries ID and Nickname from the DB and a game (and chat) server address, which the
+   gateway the client came through sets to its own ``public_host:game_port``; then the gateway
+   closes the connection.
 
 Logins run concurrently (at most ``[auth] max_inflight``); replies of one loop iteration go out as
 one bus message per gateway.
