@@ -10,8 +10,9 @@ after a grace period) and exits 0. Children are also bound to the supervisor's l
 PR_SET_PDEATHSIG, so even a killed supervisor leaves no orphans, and run in their own session,
 so a terminal's Ctrl-C reaches only the supervisor, which then stops them in order.
 
-A child that dies while the cluster runs is reported on stderr; the rest keep running (the broker
-evicts a dead worker and gateways close its clients).
+A child that dies while the cluster runs is reported on stderr and started again after a backoff
+(1 s, doubling up to 30 s while it keeps dying young); meanwhile the rest keep running (the
+broker evicts a dead worker and gateways close its clients).
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ log = logging.getLogger("cluster.up")
 #: Roles `cluster up` knows, in start order (stopped in reverse).
 ROLES = ("broker", "monitor", "game", "auth", "gateway")
 READY_TIMEOUT = 30.0
+#: Restart backoff for a child that exits: doubles while it keeps dying within RESTART_RESET.
+RESTART_BACKOFF = 1.0
+RESTART_BACKOFF_MAX = 30.0
+RESTART_RESET = 60.0
 #: Home the cursor and clear the terminal.
 CLEAR = "\x1b[H\x1b[2J"
 STOP_GRACE = 10.0
@@ -171,26 +176,46 @@ async def up(config: Config, config_path: str | None, roles: list[str], init_db:
     runtime.announce_ready(**fields)
     console = asyncio.create_task(_console(config))
 
-    exits = {asyncio.create_task(c.process.wait()): c for c in children}
-    stopping = asyncio.create_task(stop.wait())
-    while not stop.is_set() and exits:
-        done, _ = await asyncio.wait({*exits, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            child = exits.pop(task, None)
-            if child is not None:
-                log.error(
-                    "%s (pid %d) exited with code %s",
-                    child.name,
-                    child.process.pid,
-                    child.process.returncode,
-                )
-    if not exits and not stop.is_set():
-        log.error("every role has exited")
-        return 1
+    await _supervise(children, stop, config_path)
     console.cancel()
     log.info("stopping %d processes", sum(c.process.returncode is None for c in children))
     await _stop(children)
     return 0
+
+
+async def _supervise(children: list[Child], stop: asyncio.Event, config_path: str | None) -> None:
+    """Until `stop`: restart a child that exits, after a backoff that doubles (from
+    RESTART_BACKOFF to RESTART_BACKOFF_MAX) while it keeps dying young. The list is updated in
+    place, so a stop reaches the replacements."""
+    exits = {asyncio.create_task(c.process.wait()): c for c in children}
+    restarts: dict[str, float] = {}  # child name -> its current backoff
+    started_at = {c.name: time.monotonic() for c in children}
+    stopping = asyncio.create_task(stop.wait())
+    while not stop.is_set():
+        done, _ = await asyncio.wait({*exits, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            child = exits.pop(task, None)
+            if child is None or stop.is_set():
+                continue
+            lived = time.monotonic() - started_at[child.name]
+            backoff = (
+                RESTART_BACKOFF
+                if lived > RESTART_RESET
+                else min(restarts.get(child.name, RESTART_BACKOFF / 2) * 2, RESTART_BACKOFF_MAX)
+            )
+            restarts[child.name] = backoff
+            log.error("%s (pid %d) exited with code %s; restarting it in %.0fs", child.name,
+                      child.process.pid, child.process.returncode, backoff)  # fmt: skip
+            try:
+                await asyncio.wait_for(stop.wait(), backoff)
+                continue
+            except TimeoutError:
+                pass
+            replacement = await _spawn(child.role, child.index, config_path)
+            children[children.index(child)] = replacement
+            started_at[child.name] = time.monotonic()
+            exits[asyncio.create_task(replacement.process.wait())] = replacement
+            log.info("%s restarted (pid %d)", replacement.name, replacement.process.pid)
 
 
 async def _console(config: Config) -> None:

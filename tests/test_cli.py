@@ -162,3 +162,24 @@ def test_help_is_available_for_every_command(command):
     assert result.returncode == 0
     assert "usage: cluster" in result.stdout
     assert "--config" in result.stdout or command in ([], ["dummy", "agent"])
+
+
+def test_up_restarts_a_child_that_dies(make_cluster):
+    cluster = make_cluster(workers={"game": 1, "auth": 0})
+    up = cluster.start("up")
+    game = next(p for p in _children(up.pid) if "game" in p.cmdline())
+    game.kill()
+    up.wait_log(r"game#1 \(pid \d+\) exited with code -9; restarting it in 1s")
+    new_pid = up.wait_log(r"game#1 restarted \(pid (\d+)\)").group(1)
+    up.wait_log(rf"game\[{new_pid}\] INFO registered with broker")
+
+    async def scenario():
+        client = await GameClient.connect("127.0.0.1", cluster.game_port)
+        assert (await client.login(11)).status == GameLoginStatus.OK
+        return await client.echo(2)
+
+    assert run(scenario()) == [GameResEcho(11, 0), GameResEcho(11, 1)]
+    replacement = [p for p in _children(up.pid) if "game" in p.cmdline()]
+    assert len(replacement) == 1 and replacement[0].pid != game.pid
+    assert up.stop() == 0
+    assert psutil.wait_procs(replacement, timeout=5)[1] == []
