@@ -6,13 +6,15 @@ codec and hands the messages to :class:`Sessions`, the one session table of this
 - places a new session with its first message, which must be the port's opening request
   (CS_GAME_REQ_LOGIN on the game port, CS_LOGIN_REQ_LOGIN on the login port): it goes to the
   broker as PLACE, keyed by AccountNo, and the broker picks the worker (game or auth service);
-- binds the session to the worker whose reply comes back first, and from then on forwards its
-  messages to that worker (TO); messages that arrive while the login is in flight are held and
-  forwarded, in order, once bound (the login port takes exactly one request per connection);
+- binds the session to the worker that takes it (its ACCEPTED, or first reply), and from then on
+  forwards its messages to that worker (TO); messages that arrive while the login is in flight
+  are held and forwarded, in order, once bound (the login port takes one request per connection);
 - gathers everything of one event-loop iteration into one bus message per destination, and
   writes every reply a client got in one bus drain with a single ``transport.write``;
 - closes exactly one client on each violation, counting it by reason in ``drops``, and closes
-  every client of a worker the broker reports GONE.
+  every client of a worker the broker reports GONE (a login in flight there is answered);
+- enforces the limits: ``max_sessions``, the login deadline after accept, the per-address login
+  rate, and ``max_outbound`` bytes queued for a client that does not read.
 
 The mode rules after login (echo only in GAME mode, AccountNo must match) are the worker's: it
 owns the session state and answers a violation with a CLOSE item naming the reason, which is
