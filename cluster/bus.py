@@ -103,6 +103,10 @@ class Control(IntEnum):
     #: takes a login, so the gateway knows where every request in flight is, and a worker's death
     #: is answered for exactly its own sessions).
     ACCEPTED = -4
+    #: ``[parameter, IN_GAME, account_no, parameter]`` auth -> game (placed by account): is this
+    #: account's session really here? Answer ``[parameter, IN_GAME, account_no, 0 | 1]``. Asked
+    #: when the status row says "in game", since the row may be a moment behind.
+    IN_GAME = -5
 
 
 class LinkType(IntEnum):

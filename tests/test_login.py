@@ -196,6 +196,22 @@ def test_each_login_status_from_a_real_situation(lc):
     }
 
 
+def test_a_status_row_left_at_1_without_a_session_does_not_lock_the_account_out(lc):
+    account = lc.accounts[24]
+    lc.backend.execute(f"UPDATE accountdb.status SET status = 1 WHERE accountno = {account.no}")
+
+    async def scenario():
+        client = await full_login(lc, account)  # asserts OK at both ports
+        owner = lc.backend.execute(
+            f"SELECT status, owner FROM accountdb.status WHERE accountno = {account.no}"
+        )[0]
+        return await client.echo(1), owner
+
+    echoes, (status, owner) = run(scenario())
+    assert echoes == [GameResEcho(account.no, 0)]
+    assert status == 1 and owner.startswith("game@")  # now truly in game, held by the worker
+
+
 def test_only_game_worker_killed_gives_noserver_and_resets_its_rows(lc):
     account, later = lc.accounts[9], lc.accounts[10]
 

@@ -28,6 +28,7 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from cluster import bus, runtime
@@ -43,6 +44,7 @@ from workers.status_rows import StatusRows
 log = logging.getLogger("workers.auth")
 
 CLOSE, CANCEL_KEY, ACCEPTED = bus.Control.CLOSE, bus.Control.CANCEL_KEY, bus.Control.ACCEPTED
+IN_GAME = bus.Control.IN_GAME
 PUSH, ACK = bus.LinkType.REQ_NEW_CLIENT_LOGIN, bus.LinkType.RES_NEW_CLIENT_LOGIN
 REQ_LOGIN, RES_LOGIN = LoginReqLogin.TYPE, LoginResLogin.TYPE
 #: Seconds a stopping auth worker waits for the logins in flight.
@@ -133,7 +135,7 @@ class AuthWorker:
         elif command == bus.UNROUTABLE and len(frames) >= 2:
             for body in frames[2:]:
                 for item in self._items(body):
-                    if item[1] == PUSH:
+                    if item[1] in (PUSH, IN_GAME):  # no game worker at all
                         self._resolve(item[0], item[2], False)
         elif command == bus.GONE and len(frames) >= 3 and frames[2] == b"game":
             assert self.status_rows is not None
@@ -159,6 +161,8 @@ class AuthWorker:
                     task.add_done_callback(self._tasks.discard)
                 elif mtype == ACK:
                     self._resolve(item[0], item[2], True)
+                elif mtype == IN_GAME:
+                    self._resolve(item[0], item[2], bool(item[3]))
                 elif mtype != CLOSE:  # a client that left needs no answer
                     self.counters["unexpected_item"] += 1
             except (ValueError, IndexError, TypeError):
@@ -209,6 +213,9 @@ class AuthWorker:
             log.warning("login of account %d answered NOSERVER: %s", account_no, exc)
             return LoginStatus.NOSERVER, None
         status = judge(row, session_key)
+        if status == LoginStatus.GAME and not await self._really_in_game(account_no):
+            self.counters["stale_status_row"] += 1  # its reset had not landed yet
+            status = LoginStatus.OK
         if (
             status == LoginStatus.OK
             and self.systemlink
@@ -217,29 +224,49 @@ class AuthWorker:
             status = LoginStatus.NOSERVER
         return status, row
 
-    async def _push_key(self, account_no: int, session_key: bytes) -> bool:
-        """Systemlink: place the key on the account's game worker and wait for its ACK."""
+    async def _ask(self, account_no: int, item: Callable[[int], list[Any]]) -> bool | None:
+        """Place ``item(parameter)`` on the game worker of the account and wait for the answer
+        carrying that Parameter: its value, False when no game worker exists, None when
+        nothing answered within ``link_timeout`` (or it could not be sent)."""
         assert self.link is not None
         parameter = next(self._parameters)
-        acked: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._awaiting[parameter] = (account_no, acked)
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._awaiting[parameter] = (account_no, answer)
         keys = bus.pack_keys([account_no])
-        push = bus.pack_body([[parameter, PUSH, account_no, session_key, parameter]])
         try:
-            if not self.link.send([bus.PLACE, b"game", keys, push]):
-                return False
-            log.debug("pushed the key of account %d (Parameter %d)", account_no, parameter)
+            if not self.link.send([bus.PLACE, b"game", keys, bus.pack_body([item(parameter)])]):
+                return None
             try:
                 async with asyncio.timeout(self.link_timeout):
-                    return await acked
+                    return await answer
             except TimeoutError:
-                self.counters["ack_timeout"] += 1
-                log.warning("no ACK for account %d within %.1fs", account_no, self.link_timeout)
-                cancel = bus.pack_body([[parameter, CANCEL_KEY, account_no, parameter]])
-                self.link.send([bus.PLACE, b"game", keys, cancel])
-                return False
+                return None
         finally:
             del self._awaiting[parameter]
+
+    async def _push_key(self, account_no: int, session_key: bytes) -> bool:
+        """Systemlink: place the key on the account's game worker and wait for its ACK. With no
+        ACK in time the push is cancelled, so no key is left behind."""
+        parameters: list[int] = []
+
+        def push(parameter: int) -> list[Any]:
+            parameters.append(parameter)
+            log.debug("pushed the key of account %d (Parameter %d)", account_no, parameter)
+            return [parameter, PUSH, account_no, session_key, parameter]
+
+        acked = await self._ask(account_no, push)
+        if acked is None and parameters:
+            self.counters["ack_timeout"] += 1
+            log.warning("no ACK for account %d within %.1fs", account_no, self.link_timeout)
+            assert self.link is not None
+            cancel = bus.pack_body([[parameters[0], CANCEL_KEY, account_no, parameters[0]]])
+            self.link.send([bus.PLACE, b"game", bus.pack_keys([account_no]), cancel])
+        return bool(acked)
+
+    async def _really_in_game(self, account_no: int) -> bool:
+        """Does a game worker hold a session of the account? (No answer: assume it does.)"""
+        answer = await self._ask(account_no, lambda p: [p, IN_GAME, account_no, p])
+        return True if answer is None else answer
 
     async def finish(self, timeout: float) -> None:
         """Wait (at most `timeout`) for the logins in flight to be answered and sent."""

@@ -58,6 +58,7 @@ from workers.status_rows import StatusRows
 log = logging.getLogger("workers.game")
 
 CLOSE, CANCEL_KEY, ACCEPTED = bus.Control.CLOSE, bus.Control.CANCEL_KEY, bus.Control.ACCEPTED
+IN_GAME = bus.Control.IN_GAME
 PUSH, ACK = bus.LinkType.REQ_NEW_CLIENT_LOGIN, bus.LinkType.RES_NEW_CLIENT_LOGIN
 LOGIN, ECHO, HEARTBEAT = GameReqLogin.TYPE, GameReqEcho.TYPE, GameReqHeartbeat.TYPE
 RES_LOGIN, RES_ECHO = GameResLogin.TYPE, GameResEcho.TYPE
@@ -193,7 +194,7 @@ class GameWorker:
                         session = table[sid] = PlayerSession(source, sid)
                         self.session_count += 1
                         self.outbox_add(source, [sid, ACCEPTED])  # the gateway binds it to us
-                    elif mtype in (PUSH, CANCEL_KEY):
+                    elif mtype in (PUSH, CANCEL_KEY, IN_GAME):
                         self._link_item(source, item)
                         continue
                     else:
@@ -213,13 +214,20 @@ class GameWorker:
         self._schedule_frame()
 
     def _link_item(self, source: bytes, item: list[Any]) -> None:
-        """SS_REQ_NEW_CLIENT_LOGIN and its cancel, from an auth worker (systemlink)."""
+        """From an auth worker: SS_REQ_NEW_CLIENT_LOGIN and its cancel (systemlink), and the
+        IN_GAME question (both modes)."""
         try:
             parameter, mtype, account_no = item[0], item[1], item[2]
             if mtype == PUSH:
                 session_key = item[3]
         except (IndexError, TypeError):
             self.counters["bad_item"] += 1
+            return
+        if mtype == IN_GAME:
+            here = account_no in self.by_account
+            self.outbox_add(source, [parameter, IN_GAME, account_no, int(here)])
+            if not here:
+                self._maybe_free(account_no)  # the question placed it here; we do not hold it
             return
         if self.pending is None:
             self.counters["push_ignored"] += 1  # not in systemlink mode: never ACK
