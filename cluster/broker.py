@@ -105,6 +105,7 @@ class Broker:
         #: game accounts -> the worker holding them, and the reverse index
         self.holders: dict[int, bytes] = {}
         self.held: dict[bytes, set[int]] = {}
+        self._unreachable: set[bytes] = set()  # peers whose connection is gone, to evict
         self.counters: Counter[str] = Counter()
         self._stop = threading.Event()
         self.identity = f"broker@{socket.gethostname()}/{os.getpid()}"
@@ -127,6 +128,7 @@ class Broker:
         while not self._stop.is_set():
             if self._poller.poll(poll_ms):
                 self._drain()
+            self._evict_unreachable()
             now = time.monotonic()
             if now >= next_beat:
                 self.purge(now)
@@ -307,7 +309,8 @@ class Broker:
             self._send(sender.identity, [bus.UNROUTABLE, service_name, *undelivered])
 
     def _send(self, identity: bytes, frames: list[bytes]) -> bool:
-        """Send to one peer; False (and the peer evicted if it is gone) when it cannot take it."""
+        """Send to one peer; False when it cannot take it. A peer whose connection is gone is
+        evicted once the messages already received are handled (its BYE may be among them)."""
         try:
             self.socket.send_multipart([identity, *frames], zmq.NOBLOCK)
             return True
@@ -320,8 +323,18 @@ class Broker:
             self.counters["peer_unreachable"] += 1
             peer = self.peers.get(identity)
             if peer is not None:
-                self.evict(peer, "unreachable")
+                self._unplace(peer)  # nothing new goes there meanwhile
+                self._unreachable.add(identity)
             return False
+
+    def _evict_unreachable(self) -> None:
+        while self._unreachable:
+            self._drain()  # what they said before their connection closed comes first
+            gone, self._unreachable = self._unreachable, set()
+            for identity in gone:
+                peer = self.peers.get(identity)
+                if peer is not None:
+                    self.evict(peer, "unreachable")
 
     # -- heartbeats and eviction ------------------------------------------------------------------
 

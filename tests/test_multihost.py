@@ -9,6 +9,7 @@ under CI=true.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ import pytest
 from tests.harness import RoleProcess, write_config
 
 CLIENTS = 40
+_SERIAL = itertools.count()
 
 
 @dataclass
@@ -52,8 +54,9 @@ def hosts() -> Iterator[Hosts]:
     """Four namespaces A-D on one bridge, 10.203.<n>.0/24."""
     if os.geteuid() != 0 or shutil.which("ip") is None:
         _skip_or_fail("needs root and iproute2 to make network namespaces")
-    tag = f"{os.getpid() % 100000}"
-    subnet = f"10.203.{os.getpid() % 200 + 1}"
+    serial = next(_SERIAL)  # names and subnet differ per test: the kernel frees them lazily
+    tag = f"{os.getpid() % 10000}{serial}"
+    subnet = f"10.203.{(os.getpid() + serial) % 200 + 1}"
     bridge = f"brc{tag}"
     made: list[str] = []
     hosts = Hosts({}, {}, {})
@@ -74,15 +77,20 @@ def hosts() -> Iterator[Hosts]:
             _ip("-n", ns, "link", "set", "lo", "up")
             hosts.names[host], hosts.addresses[host], hosts.links[host] = ns, address, outer
     except subprocess.CalledProcessError as exc:
-        for ns in made:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+        _teardown(made, bridge, tag)
         _skip_or_fail(f"cannot make network namespaces: {exc.stderr.strip()}")
     yield hosts
-    for ns in made:
+    _teardown(made, bridge, tag)
+
+
+def _teardown(namespaces: list[str], bridge: str, tag: str) -> None:
+    for ns in namespaces:
         pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
         for pid in pids.stdout.split():
             subprocess.run(["kill", "-9", pid], capture_output=True)
+    for host in "ABCD":  # deleting one end of a veth pair deletes both, at once
+        subprocess.run(["ip", "link", "del", f"v{host}{tag}"], capture_output=True)
+    for ns in namespaces:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
     subprocess.run(["ip", "link", "del", bridge], capture_output=True)
 
