@@ -197,69 +197,30 @@ def run(coro: Any) -> Any:
 
 
 class TcpProxy:
-    """A loopback TCP proxy in front of a real server, run on its own thread. :meth:`cut` closes
-    every connection and stops listening (what clients see when the server goes down);
-    :meth:`restore` listens again on the same port."""
+    """:class:`tests.dbfixtures.TcpProxy` on its own thread and loop, for tests whose clients are
+    other processes. :meth:`cut` closes every connection and stops listening (what clients see
+    when the server goes down); :meth:`restore` listens again on the same port."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        self.port = free_ports(1)[0]
+        from tests.dbfixtures import TcpProxy as LoopProxy
+
         self._loop = asyncio.new_event_loop()
-        self._server: asyncio.base_events.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
         threading.Thread(target=self._loop.run_forever, daemon=True).start()
-        self.restore()
+        self._proxy = LoopProxy(target_host, target_port)
+        self._call(self._proxy.start(0))
+        self.port = self._proxy.port
 
     def _call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.close()
-            return
-        self._writers.update((writer, up_writer))
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-        self._writers.difference_update((writer, up_writer))
-
-    async def _start(self) -> None:
-        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
-
-    async def _cut(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
+    def cut(self) -> None:
+        self._call(self._proxy.stop())
 
     def restore(self) -> None:
-        self._call(self._start())
-
-    def cut(self) -> None:
-        self._call(self._cut())
-
-    async def _cancel_all(self) -> None:
-        current = asyncio.current_task()
-        tasks = [t for t in asyncio.all_tasks() if t is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        self._call(self._proxy.start(self.port))
 
     def close(self) -> None:
         self.cut()
-        self._call(self._cancel_all())
         self._loop.call_soon_threadsafe(self._loop.stop)
 
 
