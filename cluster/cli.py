@@ -17,11 +17,12 @@ from cluster.config import Config, ConfigError
 DEFAULT_CONFIG = "cluster.toml"
 
 DESCRIPTION = """\
-A login/game server cluster speaking the original IOCP echo server's wire protocol:
-TCP gateways -> ZeroMQ broker -> pools of game workers, on one host or many."""
+A login/game server cluster speaking the original IOCP login and echo servers' wire protocol:
+TCP gateways -> ZeroMQ broker -> pools of auth and game workers, on one host or many."""
 
 EPILOG = """\
 examples:
+  cluster demo                            whole cluster + dummy load for 20 s, then a report
   cluster up                              whole cluster on this host (broker, gateway, workers)
   cluster up --config prod.toml --only game   just this host's game workers
   cluster broker --config prod.toml       one role in the foreground
