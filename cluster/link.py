@@ -46,7 +46,7 @@ class BusLink:
 
     ``on_message(frames)`` receives FROM, UNROUTABLE and GONE messages. ``load()`` (optional)
     returns the session count reported in heartbeats. ``registered`` is set while the broker
-    knows us; ``lost`` counts the times the broker went silent."""
+    knows us."""
 
     def __init__(
         self,
@@ -72,7 +72,6 @@ class BusLink:
         self.curve = curve
         self.context = context or zmq.Context.instance()
         self.registered = asyncio.Event()
-        self.lost = 0
         self.socket: zmq.Socket[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_heard = 0.0
@@ -133,7 +132,6 @@ class BusLink:
             await asyncio.sleep(self.interval)
             silent = time.monotonic() - self._last_heard
             if silent > self.interval * self.liveness:
-                self.lost += 1
                 was = self.registered.is_set()
                 log.warning("broker %s silent for %.1fs; reconnecting", self.endpoint, silent)
                 self._disconnect()

@@ -283,9 +283,8 @@ def test_game_port_without_the_login_port(lc):
     assert run(scenario()) == expected
 
 
-@pytest.mark.parametrize("mode", ["systemlink"], indirect=True)
-def test_key_pushed_through_one_gateway_admits_through_another(lc):
-    account = lc.accounts[14]
+def second_gateway(lc: LoginCluster) -> tuple[int, int]:
+    """Start another gateway of the same cluster on its own ports; returns (game, login)."""
     game_port, login_port = free_ports(2)
     lc.cluster.start(
         "gateway",
@@ -294,6 +293,13 @@ def test_key_pushed_through_one_gateway_admits_through_another(lc):
             "CLUSTER_GATEWAY_LOGIN_PORT": str(login_port),
         },
     )
+    return game_port, login_port
+
+
+@pytest.mark.parametrize("mode", ["systemlink"], indirect=True)
+def test_key_pushed_through_one_gateway_admits_through_another(lc):
+    account = lc.accounts[14]
+    game_port, _ = second_gateway(lc)
 
     async def scenario():
         client = await full_login(lc, account, game_port=game_port)
@@ -305,14 +311,7 @@ def test_key_pushed_through_one_gateway_admits_through_another(lc):
 @pytest.mark.parametrize("mode", ["non-systemlink"], indirect=True)
 def test_res_login_names_the_game_port_of_the_gateway_it_came_through(lc):
     account = lc.accounts[23]
-    game_port, login_port = free_ports(2)
-    lc.cluster.start(
-        "gateway",
-        env={
-            "CLUSTER_GATEWAY_GAME_PORT": str(game_port),
-            "CLUSTER_GATEWAY_LOGIN_PORT": str(login_port),
-        },
-    )
+    game_port, login_port = second_gateway(lc)
 
     async def scenario():
         first = await login_once("127.0.0.1", lc.login_port, account.no, account.key)
@@ -327,14 +326,7 @@ def test_res_login_names_the_game_port_of_the_gateway_it_came_through(lc):
 
 def test_duplicate_login_across_two_gateways_is_refused(lc):
     account = lc.accounts[15]
-    game_port, login_port = free_ports(2)
-    lc.cluster.start(
-        "gateway",
-        env={
-            "CLUSTER_GATEWAY_GAME_PORT": str(game_port),
-            "CLUSTER_GATEWAY_LOGIN_PORT": str(login_port),
-        },
-    )
+    game_port, login_port = second_gateway(lc)
 
     async def scenario():
         first = await full_login(lc, account)
