@@ -48,16 +48,33 @@ STATS        source identity, sample               (monitors only) a process's 1
 A *body* is a msgpack array of *session items*, each ``[session_id, type, *fields]``: ``type`` is
 a client message type (PROTOCOL.md) with its fields in wire order, a server-link type from
 :class:`LinkType` (whose session id is its Parameter), or a negative control type from
-:class:`Control`.
+:class:`Control`. :func:`parse_items` checks a body once, on receipt, into :class:`Item` records
+(every field's Python type and the item's arity from :data:`ITEM_FIELDS`); a malformed item is
+counted and skipped, never handed on.
+
+The data link (:mod:`cluster.datalink`): a game worker also connects a DEALER straight to every
+gateway's data port (the gateway's READY info names it as ``"data"``; the ROSTER passes it on), so
+the traffic of bound sessions does not pass through the broker:
+
+==========  ===============================  ===============================================
+command     frames after it                  meaning
+==========  ===============================  ===============================================
+HELLO       -                                worker -> gateway, first: I am here
+HB          -                                either way, every heartbeat interval
+DATA        body...                          session items, as FROM / TO carry them
+==========  ===============================  ===============================================
 """
 
 from __future__ import annotations
 
+import re
 import struct
 from enum import IntEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
+
+from cluster.messages import SPECS, MessageSpec
 
 READY = b"READY"
 HEARTBEAT = b"HB"
@@ -74,15 +91,20 @@ HOLD = b"HOLD"
 FREE = b"FREE"
 ROSTER = b"ROSTER"
 STATS = b"STATS"
+HELLO = b"HELLO"
+DATA = b"DATA"
 #: Not sent on the wire: what a BusLink tells its owner when the broker (same run, see WELCOME's
 #: epoch) no longer knew it, i.e. it was evicted and every other peer was told it is GONE.
 EVICTED = b"EVICTED"
+#: Not sent on the wire: a BusLink was welcomed by the broker (``[REGISTERED, fresh]``, fresh is
+#: b"1" when that broker run did not know us yet: a restarted broker, whose state must be rebuilt).
+REGISTERED = b"REGISTERED"
 
 #: Roles a peer may register with. Workers of SERVICES are placement targets.
 ROLES = ("gateway", "game", "auth", "monitor", "cli")
 SERVICES = ("game", "auth")
-#: Roles listed in ROSTER.
-ROSTER_ROLES = ("game", "auth", "monitor")
+#: Roles listed in ROSTER (gateways with their data port, under "data").
+ROSTER_ROLES = ("game", "auth", "monitor", "gateway")
 
 _LOAD = struct.Struct("<I")
 
@@ -116,6 +138,70 @@ class LinkType(IntEnum):
     REQ_NEW_CLIENT_LOGIN = 10002
     #: ``[parameter, 10003, account_no, parameter]``, game -> auth
     RES_NEW_CLIENT_LOGIN = 10003
+
+
+class Item(NamedTuple):
+    """One checked session item: ``fields`` are in wire order (for link and control types, as
+    their docstrings above list them after the type)."""
+
+    sid: int
+    type: int
+    fields: list[Any]
+
+
+def _fields_of(spec: MessageSpec) -> tuple[type, ...]:
+    kinds: list[type] = []
+    for index, code in enumerate(re.findall(r"\d*[a-zA-Z]", spec.body.format[1:])):
+        kinds.append(bytes if code.endswith("s") else int)
+        for converted, _, from_wire in spec.converters:
+            if converted == index and from_wire is not bytes:
+                kinds[-1] = str
+    return tuple(kinds)
+
+
+#: The Python type of every field of every item type the bus carries; None: any fields (a map).
+ITEM_FIELDS: dict[int, tuple[type, ...] | None] = {
+    **{mtype: _fields_of(spec) for mtype, spec in SPECS.items()},
+    Control.CLOSE: (str,),
+    Control.CANCEL_KEY: (int, int),
+    Control.STATUS: None,
+    Control.ACCEPTED: (),
+    Control.IN_GAME: (int, int),
+    LinkType.REQ_NEW_CLIENT_LOGIN: (int, bytes, int),
+    LinkType.RES_NEW_CLIENT_LOGIN: (int, int),
+}
+
+
+def parse_items(frame: bytes) -> tuple[list[Item], int]:
+    """The checked items of one body frame, and how many items (or 1 for the whole frame) were
+    malformed and left out. Never raises."""
+    try:
+        raw = msgpack.unpackb(frame, raw=False)
+    except Exception:
+        return [], 1
+    if type(raw) is not list:
+        return [], 1
+    items: list[Item] = []
+    bad = 0
+    kinds = ITEM_FIELDS
+    for entry in raw:
+        if type(entry) is not list or len(entry) < 2:
+            bad += 1
+            continue
+        sid, mtype = entry[0], entry[1]
+        if type(sid) is not int or type(mtype) is not int or mtype not in kinds:
+            bad += 1
+            continue
+        fields = entry[2:]
+        expected = kinds[mtype]
+        if expected is not None and (
+            len(fields) != len(expected)
+            or any(type(v) is not t for v, t in zip(fields, expected, strict=True))
+        ):
+            bad += 1
+            continue
+        items.append(Item(sid, mtype, fields))
+    return items, bad
 
 
 _packer = msgpack.Packer(use_bin_type=True)

@@ -109,37 +109,53 @@ class Codec:
 class StreamDecoder:
     """Turns a byte stream of one connection into message records.
 
-    Feed it whatever each read returned; it returns every complete message, in order, and keeps
-    at most one partial packet (< MAX_PACKET bytes) for the next call. The first violation raises
-    :class:`RemoteProtocolError`, and every later call raises it again: the stream is unusable
-    after it (the connection is to be dropped). Messages that preceded the violation in the same
-    call are not returned."""
+    Feed it whatever each read returned; it returns the complete messages, in order (at most
+    `limit` of them: the rest stay buffered, undecoded, for the next call, which may feed no new
+    data), and keeps at most one partial packet (< MAX_PACKET bytes) beyond them. The first
+    violation raises :class:`RemoteProtocolError`, and every later call raises it again: the
+    stream is unusable after it (the connection is to be dropped). Messages that preceded the
+    violation in the same call are not returned."""
 
-    __slots__ = ("_accept", "_buffer", "_code", "_error")
+    __slots__ = ("_accept", "_buffer", "_code", "_error", "_pos")
 
     def __init__(self, code: int, accept: Iterable[int]) -> None:
         self._code = code
         self._accept = {mtype: SPECS[mtype] for mtype in accept}
         self._buffer = b""
+        self._pos = 0  # where the undecoded part of _buffer starts
         self._error: RemoteProtocolError | None = None
 
     @property
     def buffered(self) -> int:
-        """Bytes of an incomplete packet held for the next feed."""
-        return len(self._buffer)
+        """Bytes received and not yet decoded (a partial packet, or packets past a limit)."""
+        return len(self._buffer) - self._pos
 
-    def feed(self, data: bytes) -> list[Message]:
-        """Decode `data` (any chunk of the stream). Raises RemoteProtocolError on a violation."""
+    def has_packet(self) -> bool:
+        """Whether a whole packet is buffered (what the next ``feed(limit=...)`` would decode)."""
+        data, pos = self._buffer, self._pos
+        if len(data) - pos < HEADER_SIZE:
+            return False
+        return pos + HEADER_SIZE + (data[pos + 1] | data[pos + 2] << 8) <= len(data)
+
+    def feed(self, data: bytes = b"", limit: int | None = None) -> list[Message]:
+        """Decode `data` (any chunk of the stream, or nothing to go on with what is buffered), at
+        most `limit` messages. Raises RemoteProtocolError on a violation."""
         if self._error is not None:
             raise self._error
+        pos = self._pos
         if self._buffer:
-            data = self._buffer + data
+            if data:
+                data = self._buffer[pos:] + data
+                pos = 0
+            else:
+                data = self._buffer
         messages: list[Message] = []
-        pos, end = 0, len(data)
+        end = len(data)
+        budget = end if limit is None else limit
         unpack_header = HEADER.unpack_from
         accept = self._accept
         try:
-            while end - pos >= HEADER_SIZE:
+            while end - pos >= HEADER_SIZE and budget > 0:
                 code, length, mask, checksum = unpack_header(data, pos)
                 if code != self._code:
                     raise RemoteProtocolError(
@@ -164,10 +180,14 @@ class StreamDecoder:
                         "wrong_size", f"{spec.name} of {length} bytes, expected {spec.size}"
                     )
                 messages.append(spec.unpack(plain))
+                budget -= 1
                 pos = stop
         except RemoteProtocolError as exc:
             self._error = exc
-            self._buffer = b""
+            self._buffer, self._pos = b"", 0
             raise
-        self._buffer = data[pos:] if pos < end else b""
+        if pos >= end:
+            self._buffer, self._pos = b"", 0
+        else:
+            self._buffer, self._pos = data, pos
         return messages

@@ -5,11 +5,11 @@ interval, notices a silent broker after ``interval x liveness`` and reconnects w
 backoff under the same identity (so sessions bound to this process survive a broker restart),
 and re-registers when the broker says RESET.
 
-Reading is not done with ``zmq.asyncio`` (a Future per message, PERF-NOTES.md): the socket's FD
-is watched with ``loop.add_reader`` and drained with NOBLOCK until EAGAIN. That FD is
-edge-triggered, so after any send outside a drain :meth:`BusLink.send` re-checks ``EVENTS`` and
-schedules a drain if messages are already waiting. Every other message is handed, frames and
-all, to the ``on_message`` callback.
+Reading is done by a :class:`cluster.zsocket.SocketReader` (no Future per message; a handler's
+exception never leaves the socket unread). HB, WELCOME and RESET are handled here; every other
+message is handed, frames and all, to the ``on_message`` callback (normally a
+:class:`cluster.dispatch.Dispatcher`), plus two events that never travel on the wire:
+``[REGISTERED, fresh]`` on each WELCOME and ``[EVICTED]`` when the same broker run had forgotten us.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import os
 import random
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ import zmq
 from cluster import bus
 from cluster.config import Config
 from cluster.security import ClientKeys, client_keys, secure_client
+from cluster.zsocket import SocketReader
 
 log = logging.getLogger("cluster.link")
 
@@ -60,6 +62,7 @@ class BusLink:
         load: Callable[[], int] | None = None,
         context: zmq.Context[Any] | None = None,
         curve: ClientKeys | None = None,
+        counters: Counter[str] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.role = role
@@ -75,7 +78,8 @@ class BusLink:
         self.socket: zmq.Socket[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_heard = 0.0
-        self._drain_scheduled = False
+        self._reader: SocketReader | None = None
+        self.counters: Counter[str] = counters if counters is not None else Counter()
         self._task: asyncio.Task[None] | None = None
         self._epoch: int | None = None  # the broker run we registered with
 
@@ -111,14 +115,15 @@ class BusLink:
         sock.connect(self.endpoint)
         self.socket = sock
         self._last_heard = time.monotonic()
-        self._loop.add_reader(sock.getsockopt(zmq.FD), self._drain)
+        self._reader = SocketReader(sock, self._handle, self.counters, BURST)
         self._send_ready()
 
     def _disconnect(self, linger_ms: int = 0) -> None:
         if self.socket is None:
             return
-        assert self._loop is not None
-        self._loop.remove_reader(self.socket.getsockopt(zmq.FD))
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         self.socket.close(linger=linger_ms)
         self.socket = None
         self.registered.clear()
@@ -151,17 +156,20 @@ class BusLink:
 
     # -- I/O -------------------------------------------------------------------------------------
 
-    def _welcomed(self, frames: list[bytes]) -> None:
-        """Tell the owner EVICTED when the same broker run registers us anew."""
+    def _welcomed(self, frames: list[bytes]) -> bool:
+        """Tell the owner EVICTED when the same broker run registers us anew. Returns whether
+        the broker did not know us (a new broker run, or an eviction)."""
         try:
             info = bus.unpack_info(frames[1]) if len(frames) > 1 else {}
         except ValueError:
             info = {}
         epoch = info.get("epoch")
-        if self._epoch is not None and epoch == self._epoch and not info.get("known", True):
+        known = bool(info.get("known", True))
+        if self._epoch is not None and epoch == self._epoch and not known:
             log.warning("the broker had evicted us: our sessions elsewhere were closed")
             self.on_message([bus.EVICTED])
         self._epoch = epoch
+        return not known
 
     def send(self, frames: list[bytes]) -> bool:
         """Queue one message for the broker. False when it cannot be queued (no broker link, or
@@ -176,61 +184,30 @@ class BusLink:
             ok = True
         except zmq.Again:
             ok = False
-        self._check_readable()
+        if self._reader is not None:
+            self._reader.check()
         return ok
 
-    def _check_readable(self) -> None:
-        sock = self.socket
-        if (
-            sock is not None
-            and not self._drain_scheduled
-            and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN
-        ):
-            self._drain_scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self._drain)
-
-    def _drain(self) -> None:
-        self._drain_scheduled = False
-        sock = self.socket
-        if sock is None:
+    def _handle(self, frames: list[bytes]) -> None:
+        self._last_heard = time.monotonic()
+        command = frames[0]
+        if command == bus.HEARTBEAT:
             return
-        recv = sock.recv_multipart
-        for _ in range(BURST):
-            try:
-                frames = recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            except zmq.ZMQError:  # the socket was closed by a handler
-                return
-            self._last_heard = time.monotonic()
-            command = frames[0]
-            if command == bus.HEARTBEAT:
-                continue
-            if command == bus.WELCOME:
-                if not self.registered.is_set():
-                    self._welcomed(frames)
-                    log.log(
-                        logging.DEBUG if self.role == "cli" else logging.INFO,
-                        "registered with broker %s as %s", self.endpoint, self.identity,
-                    )  # fmt: skip
+        if command == bus.WELCOME:
+            if not self.registered.is_set():
+                fresh = self._welcomed(frames)
+                log.log(
+                    logging.DEBUG if self.role == "cli" else logging.INFO,
+                    "registered with broker %s as %s", self.endpoint, self.identity,
+                )  # fmt: skip
                 self.registered.set()
-            elif command == bus.RESET:
-                log.warning("broker asked us to register again")
-                self.registered.clear()
-                self._send_ready()
-                self.on_message(frames)
-            else:
-                self.on_message(frames)
-            if self.socket is not sock:
-                return
-        else:
-            # Burst used up: let the loop breathe, then continue.
-            self._drain_scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self._drain)
+                self.on_message([bus.REGISTERED, b"1" if fresh else b"0"])
             return
-        self._check_readable()
+        if command == bus.RESET:
+            log.warning("broker asked us to register again")
+            self.registered.clear()
+            self._send_ready()
+        self.on_message(frames)
 
 
 def bus_link(config: Config, role: str, on_message: Callable[[list[bytes]], None],

@@ -18,10 +18,12 @@ import asyncio
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from cluster import bus, metrics, runtime
+from cluster.bus import Item
 from cluster.config import Config
 from cluster.db import (
     BattleSample,
@@ -31,6 +33,7 @@ from cluster.db import (
     LoginSample,
     open_database,
 )
+from cluster.dispatch import Dispatcher
 from cluster.link import BusLink, bus_link
 from cluster.stats import SAMPLE_INTERVAL, ProcessSampler, Sample
 
@@ -53,6 +56,11 @@ class Monitor:
     def __init__(self) -> None:
         self.entries: dict[str, Entry] = {}
         self.link: BusLink | None = None
+        self.counters: Counter[str] = Counter()
+
+    def dispatcher(self) -> Dispatcher:
+        """The bus dispatcher that feeds this monitor."""
+        return Dispatcher(self.counters, stats=self.stats, items=self.items)
 
     def record(self, sample: Sample) -> None:
         ident = sample.get("id")
@@ -79,23 +87,20 @@ class Monitor:
         """What STATUS and /status.json answer: live processes and gone ones."""
         return {"processes": self.live(), "gone": self.gone(), "time": time.time()}
 
-    def on_bus(self, frames: list[bytes]) -> None:
-        command = frames[0]
-        if command == bus.STATS and len(frames) >= 3:
-            try:
-                self.record(bus.unpack_info(frames[2]))
-            except ValueError:
-                log.warning("malformed sample from %r", frames[1][:64])
-        elif command == bus.FROM and len(frames) >= 3:
-            for body in frames[2:]:
-                try:
-                    items = bus.unpack_body(body)
-                except ValueError:
-                    continue
-                if any(isinstance(i, list) and len(i) >= 2 and i[1] == STATUS for i in items):
-                    assert self.link is not None
-                    reply = bus.pack_body([[0, STATUS, self.snapshot()]])
-                    self.link.send([bus.TO, frames[1], reply])
+    def stats(self, source: bytes, sample: dict[str, Any]) -> None:
+        """A process's 1-second sample, relayed by the broker."""
+        try:
+            self.record(sample)
+        except (KeyError, TypeError, ValueError):
+            self.counters["bad_sample"] += 1
+            log.warning("malformed sample from %r", source[:64])
+
+    def items(self, source: bytes, items: list[Item]) -> None:
+        """A STATUS question (from `cluster status`): answer with the snapshot."""
+        if any(item.type == STATUS for item in items):
+            assert self.link is not None
+            reply = bus.pack_body([[0, STATUS, self.snapshot()]])
+            self.link.send([bus.TO, source, reply])
 
     async def write_rows(self, db: Database) -> int:
         """One status_server row per live game worker, auth worker and host; returns how many."""
@@ -193,7 +198,7 @@ async def run(config: Config) -> int:
     stop = runtime.stop_event()
     mon = config.monitor
     monitor = Monitor()
-    link = bus_link(config, "monitor", monitor.on_bus)
+    link = bus_link(config, "monitor", monitor.dispatcher(), counters=monitor.counters)
     monitor.link = link
     try:
         server = await asyncio.start_server(

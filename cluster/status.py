@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from typing import Any
 
 from cluster import bus
+from cluster.bus import Item
 from cluster.config import Config
+from cluster.dispatch import Dispatcher, Roster
 from cluster.link import bus_link
 
 STATUS = bus.Control.STATUS
@@ -38,30 +41,24 @@ class MonitorClient:
         self.roster: dict[str, list[str]] = {}
         self._roster_known = asyncio.Event()
         self._answer: asyncio.Future[dict[str, Any]] | None = None
-        self.link = bus_link(config, "cli", self._on_message)
+        self.counters: Counter[str] = Counter()
+        dispatch = Dispatcher(
+            self.counters, roster=self._on_roster, items=self._on_items,
+            unroutable=self._on_lost, gone=self._on_lost,
+        )  # fmt: skip
+        self.link = bus_link(config, "cli", dispatch, counters=self.counters)
 
-    def _on_message(self, frames: list[bytes]) -> None:
-        command = frames[0]
-        if command == bus.ROSTER and len(frames) >= 2:
-            try:
-                self.roster = bus.unpack_info(frames[1])
-            except ValueError:
-                return
-            self._roster_known.set()
-        elif command == bus.FROM and len(frames) >= 3:
-            for body in frames[2:]:
-                try:
-                    items = bus.unpack_body(body)
-                except ValueError:
-                    continue
-                for item in items:
-                    if len(item) >= 3 and item[1] == STATUS and isinstance(item[2], dict):
-                        self._settle(result=item[2])
-        elif (
-            command in (bus.UNROUTABLE, bus.GONE)
-            and len(frames) >= 2
-            and frames[1].decode(errors="replace") in self.roster.get("monitor", [])
-        ):
+    def _on_roster(self, roster: Roster) -> None:
+        self.roster = roster.members
+        self._roster_known.set()
+
+    def _on_items(self, source: bytes, items: list[Item]) -> None:
+        for item in items:
+            if item.type == STATUS and item.fields and isinstance(item.fields[0], dict):
+                self._settle(result=item.fields[0])
+
+    def _on_lost(self, identity: bytes, *_: Any) -> None:
+        if identity.decode(errors="replace") in self.roster.get("monitor", []):
             self._settle(error=StatusUnavailable("the monitor went away"))
 
     def _settle(self, result: dict[str, Any] | None = None, error: Exception | None = None) -> None:

@@ -9,12 +9,18 @@ import asyncio
 import logging
 import resource
 import time
+from collections import Counter
+
+import zmq
 
 from cluster import runtime
 from cluster.codec import Codec
 from cluster.config import Config
+from cluster.datalink import GatewayDataPort, data_bind
 from cluster.db import Database, open_database
+from cluster.dispatch import Dispatcher
 from cluster.link import bus_link
+from cluster.security import SecurityError
 from cluster.stats import ProcessSampler, Reporter
 from gateway.sessions import Sessions, game_rules, login_rules
 from gateway.whiteip import WhiteList
@@ -63,11 +69,11 @@ def format_drops(drops: dict[str, int]) -> str:
 async def run(config: Config) -> int:
     gw = config.gateway
     codec = Codec(config.protocol.code, config.protocol.key1, config.protocol.key2)
-    sessions: Sessions | None = None
+    counters: Counter[str] = Counter()
+    handlers: list[Dispatcher] = []
 
     def on_bus(frames: list[bytes]) -> None:
-        assert sessions is not None
-        sessions.on_bus(frames)
+        handlers[0](frames)
 
     db: Database | None = None
     whitelist: WhiteList | None = None
@@ -78,17 +84,35 @@ async def run(config: Config) -> int:
             log.error("gateway.whiteip = enforce and no list could be read: admitting nobody yet")
         whitelist.start()
 
-    link = bus_link(
-        config,
-        "gateway",
-        on_bus,
-        info={"game": f"{gw.public_host}:{gw.game_port}", "login": f"{gw.host}:{gw.login_port}"},
-    )
+    try:
+        data = GatewayDataPort(
+            config, counters, lambda worker, bodies: handlers[0].deliver(worker, bodies),
+            lambda worker, reason: sessions.worker_gone(worker, reason, tell_worker=True),
+        )  # fmt: skip
+    except zmq.ZMQError as exc:
+        log.error("cannot bind gateway.data_bind %s: %s", data_bind(config), exc)
+        return 1
+    except SecurityError as exc:
+        log.error("%s", exc)
+        return 1
+    info = {
+        "game": f"{gw.public_host}:{gw.game_port}",
+        "login": f"{gw.host}:{gw.login_port}",
+        "data": data.endpoint,
+    }
+    link = bus_link(config, "gateway", on_bus, info=info, counters=counters)
     sessions = Sessions(
         codec, link, session_limit(gw.max_sessions), (gw.public_host, gw.game_port),
         whitelist.admit if whitelist is not None else None,
-        max_outbound=gw.max_outbound, login_rate=gw.login_rate,
+        max_outbound=gw.max_outbound, login_rate=gw.login_rate, data=data,
+        max_inflight=gw.max_inflight, max_per_address=gw.max_per_address,
+        stall_timeout=gw.stall_timeout,
     )  # fmt: skip
+    sessions.counters = counters
+    handlers.append(Dispatcher(
+        counters, items=sessions.replies, unroutable=sessions.unroutable, gone=sessions.gone,
+        evicted=sessions.evicted, reset=sessions.reset,
+    ))  # fmt: skip
     loop = asyncio.get_running_loop()
     stop = runtime.stop_event()
     servers = []
@@ -108,6 +132,7 @@ async def run(config: Config) -> int:
     reporter = Reporter(
         link, ProcessSampler(link.identity.decode(), "gateway", sessions.collect), LOG_KEYS, log
     )
+    data.start()
     await link.start()
     reporter.start()
     registered = asyncio.create_task(link.registered.wait())
@@ -129,14 +154,17 @@ async def run(config: Config) -> int:
         await asyncio.sleep(0.05)
     for conn in list(sessions.table.values()):
         sessions.closed(conn, "gateway_shutdown")
-        if conn.transport is not None:
-            conn.transport.close()
+        conn.finish()
     sessions.flush()
+    data.close()
     await link.close()
     if whitelist is not None:
         whitelist.stop()
     if db is not None:
         await db.close()
+    bus_counters = " ".join(f"{k}={v}" for k, v in sorted(sessions.counters.items()))
+    holds = " ".join(f"{k}={v}" for k, v in sorted(sessions.holds.items()))
+    log.info("bus: %s held: %s", bus_counters or "none", holds or "none")
     log.info("stopped: %s %s", _accepted(sessions), format_drops(sessions.drops))
     return 0
 

@@ -13,8 +13,24 @@ codec and hands the messages to :class:`Sessions`, the one session table of this
   writes every reply a client got in one bus drain with a single ``transport.write``;
 - closes exactly one client on each violation, counting it by reason in ``drops``, and closes
   every client of a worker the broker reports GONE (a login in flight there is answered);
-- enforces the limits: ``max_sessions``, the login deadline after accept, the per-address login
-  rate, and ``max_outbound`` bytes queued for a client that does not read.
+- enforces the limits: ``max_sessions`` and ``max_per_address`` connections, the login deadline
+  after accept, the per-address login rate, ``max_inflight`` requests unanswered per session, and
+  ``stall_timeout`` / ``max_outbound`` for a client that does not read its replies.
+
+Flow control: a client's socket is read only while nothing holds it back. What can
+(:class:`Hold`): its own requests unanswered reaching ``max_inflight`` (reading resumes when
+replies bring it to half), its share of one loop iteration used up (resumes next iteration, so a
+flooding client never starves the others), its replies piling up unread (the transport's
+``pause_writing``; dropped as ``slow_reader`` when it reads none of them for
+``stall_timeout``), or the link to its worker being full (every client of that worker waits;
+nothing is failed). Bytes read past a limit stay undecoded in the connection's decoder (one read
+at most). So per client the gateway holds at most one read (256 KiB with uvloop) plus one
+partial packet, ``max_inflight`` requests on the bus, and ``max_outbound`` bytes of replies (the
+kernel keeps at most ``CLIENT_SNDBUF`` more).
+
+Bound sessions' items go straight to their worker over the data port (:mod:`cluster.datalink`);
+only opening requests go through the broker, which places them. Heartbeats of a session in game
+are not forwarded: the idle timer they refresh lives here.
 
 The mode rules after login (echo only in GAME mode, AccountNo must match) are the worker's: it
 owns the session state and answers a violation with a CLOSE item naming the reason, which is
@@ -25,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -32,12 +49,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from cluster import bus
+from cluster.bus import Item
 from cluster.codec import Codec, LocalProtocolError, RemoteProtocolError
+from cluster.datalink import GatewayDataPort, Sent
 from cluster.link import BusLink
 from cluster.messages import (
     GAME_CLIENT_MESSAGES,
     LOGIN_CLIENT_MESSAGES,
     GameLoginStatus,
+    GameReqEcho,
+    GameReqHeartbeat,
     GameReqLogin,
     GameResLogin,
     LoginReqLogin,
@@ -49,7 +70,26 @@ from cluster.stats import Rates
 log = logging.getLogger("gateway.sessions")
 
 CLOSE, ACCEPTED = bus.Control.CLOSE, bus.Control.ACCEPTED
-RES_LOGIN = LoginResLogin.TYPE
+RES_LOGIN, GAME_RES_LOGIN = LoginResLogin.TYPE, GameResLogin.TYPE
+HEARTBEAT = GameReqHeartbeat.TYPE
+#: Client requests that a worker answers (what ``max_inflight`` counts).
+ANSWERED = frozenset({GameReqEcho.TYPE, GameReqLogin.TYPE, LoginReqLogin.TYPE})
+#: Seconds between two tries to hand a full data link what waits for it.
+STALL_RETRY = 0.002
+#: Kernel send buffer per client socket: replies a client does not read pile up in our transport
+#: (where pause_writing sees them) instead of in megabytes of autotuned kernel memory.
+CLIENT_SNDBUF = 64 * 1024
+
+
+class Hold:
+    """Why a client's socket is not being read (bits of ``ClientConnection.held``)."""
+
+    INFLIGHT = 1  # max_inflight requests unanswered
+    TURN = 2  # its share of this loop iteration is used up
+    UNREAD = 4  # its replies pile up unread (transport pause_writing)
+    BUS = 8  # the link to its worker is full
+
+    NAMES = {INFLIGHT: "inflight", TURN: "turn", UNREAD: "unread", BUS: "bus"}
 
 
 @dataclass(frozen=True)
@@ -81,13 +121,16 @@ def login_rules() -> PortRules:
 
 
 class ClientConnection(asyncio.Protocol):
-    """One client on the game or login port."""
+    """One client on the game or login port: its decoder, its flow control, its writes."""
 
     __slots__ = (
         "account_no",
         "backlog",
         "closed",
         "decoder",
+        "held",
+        "in_game",
+        "inflight",
         "ip",
         "last_recv",
         "opened_at",
@@ -97,6 +140,8 @@ class ClientConnection(asyncio.Protocol):
         "sessions",
         "sid",
         "transport",
+        "unread_since",
+        "unread_size",
         "worker",
     )
 
@@ -110,33 +155,92 @@ class ClientConnection(asyncio.Protocol):
         self.placed_at = 0.0  # when the opening request was sent for placement (0: not yet)
         self.backlog: list[list[Any]] = []  # items received while the opening request is in flight
         self.pending: list[bytes] = []  # encoded replies not yet written
-        self.last_recv = self.opened_at = time.monotonic()
+        self.last_recv = self.opened_at = time.monotonic()  # last complete packet
         self.account_no = 0  # of the opening request
         self.ip = ""
         self.closed = False
+        self.inflight = 0  # requests forwarded and not answered yet
+        self.held = 0  # Hold bits: reading is paused while any is set
+        self.in_game = False  # its game login was answered OK
+        self.unread_since = 0.0  # since when it read none of its replies (while UNREAD)
+        self.unread_size = 0  # its write buffer then
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.sessions.opened(self)
 
     def data_received(self, data: bytes) -> None:
-        self.last_recv = time.monotonic()
-        try:
-            messages = self.decoder.feed(data)
-        except RemoteProtocolError as exc:
-            self.sessions.drop(self, exc.reason)
-            return
-        if messages:
-            self.sessions.from_client(self, messages)
+        if not self.closed:
+            self.sessions.pump(self, data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.sessions.closed(self, "client_closed")
+
+    def pause_writing(self) -> None:
+        self.unread_since = time.monotonic()
+        self.unread_size = self.transport.get_write_buffer_size() if self.transport else 0
+        self.hold(Hold.UNREAD)
+
+    def stalled(self, now: float, timeout: float) -> bool:
+        """Whether it has read none of its replies for `timeout` seconds (while UNREAD, nothing
+        new is read from it, so its write buffer only shrinks when it reads)."""
+        assert self.transport is not None
+        size = self.transport.get_write_buffer_size()
+        if size < self.unread_size:
+            self.unread_since = now
+        self.unread_size = size  # compared at the next sweep (replies in flight may add to it)
+        return self.unread_since < now - timeout
+
+    def resume_writing(self) -> None:
+        self.release(Hold.UNREAD)
+
+    # -- its operations --------------------------------------------------------------------------
+
+    def hold(self, why: int) -> None:
+        """Stop reading the socket for reason `why` (a :class:`Hold` bit); counted."""
+        if self.held & why:
+            return
+        if not self.held and not self.closed and self.transport is not None:
+            self.transport.pause_reading()
+        self.held |= why
+        self.sessions.holds[Hold.NAMES[why]] += 1
+
+    def release(self, why: int) -> None:
+        """Lift reason `why`; reading resumes when no reason is left (after what is already
+        buffered is decoded, if a whole packet is)."""
+        if self.held & why:
+            self.held &= ~why
+            if not self.held and not self.closed and self.transport is not None:
+                if self.decoder.has_packet():  # stays paused: decode those first
+                    self.held = Hold.TURN
+                    self.sessions.take_turn(self)
+                else:
+                    self.transport.resume_reading()
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def abort(self) -> None:
+        """Close at once, dropping what is queued."""
+        assert self.transport is not None
+        self.transport.abort()
+
+    def finish(self) -> None:
+        """Close after what is queued has been written."""
+        assert self.transport is not None
+        self.transport.close()
 
 
 class Sessions:
     """The session table of one gateway (both ports) and its side of the bus.
 
-    ``admit(ip)`` (optional) decides at accept time whether an address may connect (whiteip)."""
+    ``admit(ip)`` (optional) decides at accept time whether an address may connect (whiteip).
+    ``data`` is the gateway's data port (None: everything goes through the broker). Its handlers
+    for bus input are :meth:`replies`, :meth:`unroutable`, :meth:`gone`, :meth:`evicted` and
+    :meth:`reset` (see :class:`cluster.dispatch.Dispatcher`)."""
 
     def __init__(
         self,
@@ -147,26 +251,42 @@ class Sessions:
         admit: Callable[[str], bool] | None = None,
         max_outbound: int = 1 << 20,
         login_rate: float = 0.0,
+        *,
+        data: GatewayDataPort | None = None,
+        max_inflight: int = 256,
+        max_per_address: int = 0,
+        stall_timeout: float = 10.0,
     ) -> None:
         self.codec = codec
         self.link = link
+        self.data = data
         self.max_sessions = max_sessions
         self.game_address = game_address  # this gateway's public game address
         self.admit = admit
         self.max_outbound = max_outbound
         self.login_rate = login_rate
+        self.max_inflight = max_inflight
+        self.max_per_address = max_per_address
+        self.stall_timeout = stall_timeout
         self._login_buckets: dict[str, list[float]] = {}  # ip -> [tokens, refreshed at]
+        self._per_address: Counter[str] = Counter()
         self.table: dict[int, ClientConnection] = {}
         self.by_worker: dict[bytes, set[int]] = {}
         self.drops: Counter[str] = Counter()
         self.accepted: Counter[str] = Counter()  # per port
+        self.counters: Counter[str] = Counter()  # bus-side events (see cluster.dispatch)
+        self.holds: Counter[str] = Counter()  # times a client's reading was held, by Hold name
         self.received = 0  # client packets decoded
         self.sent = 0  # client packets encoded
         self._rates = Rates()
         self._next_sid = 0
         self._outbox: dict[bytes, list[list[Any]]] = {}
         self._placements: dict[bytes, list[tuple[int, list[Any]]]] = {}
+        self._stalled: dict[bytes, list[list[Any]]] = {}  # items a full link could not take yet
+        self._turns: list[ClientConnection] = []  # connections to read on in the next iteration
         self._flush_scheduled = False
+        self._turns_scheduled = False
+        self._retry: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_event_loop()
 
     def factory(self, rules: PortRules) -> Callable[[], ClientConnection]:
@@ -183,41 +303,93 @@ class Sessions:
         reason = None
         if len(self.table) >= self.max_sessions:
             reason = "max_sessions"
+        elif self.max_per_address and self._per_address[conn.ip] >= self.max_per_address:
+            reason = "max_per_address"
         elif self.admit is not None and not self.admit(conn.ip):
             reason = "not_whitelisted"
         if reason is not None:
             self.drops[reason] += 1
             conn.closed = True
-            conn.transport.abort()
+            conn.abort()
             return
         self._next_sid += 1
         conn.sid = self._next_sid
         self.table[conn.sid] = conn
+        self._per_address[conn.ip] += 1
+        sock = conn.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CLIENT_SNDBUF)
+
+    def pump(self, conn: ClientConnection, data: bytes = b"") -> None:
+        """Decode what `conn` sent (and had buffered) within its budget, forward it, and decide
+        whether its socket may be read on. Nothing is decoded while its replies go unread or
+        its worker's link is full (the data stays buffered: one read at most)."""
+        budget = self.max_inflight - conn.inflight - len(conn.backlog)
+        if conn.held & (Hold.UNREAD | Hold.BUS):
+            budget = 0
+        try:
+            messages = conn.decoder.feed(data, budget if budget > 0 else 0)
+        except RemoteProtocolError as exc:
+            self.drop(conn, exc.reason)
+            return
+        if messages:
+            conn.last_recv = time.monotonic()  # only whole packets count as activity
+            self.from_client(conn, messages)
+            if conn.closed:
+                return
+        if conn.held & (Hold.UNREAD | Hold.BUS):
+            return  # lifting those decodes the rest
+        if not conn.decoder.has_packet():
+            conn.release(Hold.INFLIGHT | Hold.TURN)
+        elif conn.inflight + len(conn.backlog) >= self.max_inflight:
+            conn.hold(Hold.INFLIGHT)  # replies lift it (see replies)
+        else:
+            conn.hold(Hold.TURN)
+            self.take_turn(conn)
+
+    def take_turn(self, conn: ClientConnection) -> None:
+        """Decode more of what `conn` sent in the next loop iteration."""
+        self._turns.append(conn)
+        if not self._turns_scheduled:
+            self._turns_scheduled = True
+            self._loop.call_soon(self._next_turns)
+
+    def _next_turns(self) -> None:
+        self._turns_scheduled = False
+        turns, self._turns = self._turns, []
+        for conn in turns:
+            if not conn.closed:
+                self.pump(conn)
 
     def from_client(self, conn: ClientConnection, messages: list[Any]) -> None:
-        if conn.closed:
-            return
         sid, rules = conn.sid, conn.rules
         self.received += len(messages)
         for message in messages:
-            item = [sid, message.TYPE, *message]
+            mtype = message.TYPE
             if conn.worker is not None and not rules.single_request:
+                if mtype == HEARTBEAT and conn.in_game:
+                    continue  # it only refreshes the idle timer, which lives here
                 outbox = self._outbox.get(conn.worker)
                 if outbox is None:
                     self._outbox[conn.worker] = outbox = []
-                outbox.append(item)
+                outbox.append([sid, mtype, *message])
+                if mtype in ANSWERED:
+                    conn.inflight += 1
             elif conn.placed_at:
                 if rules.single_request:
                     self.drop(conn, "extra_request")
                     return
-                conn.backlog.append(item)
-            elif message.TYPE == rules.opening:
+                conn.backlog.append([sid, mtype, *message])
+            elif mtype == rules.opening:
                 conn.account_no = message.account_no
                 if self.login_rate and not self._login_allowed(conn.ip):
                     self._refuse(conn, "login_rate_limited")
                     return
                 conn.placed_at = time.monotonic()
-                self._placements.setdefault(rules.service, []).append((message.account_no, item))
+                conn.inflight += 1
+                self._placements.setdefault(rules.service, []).append(
+                    (message.account_no, [sid, mtype, *message])
+                )
             else:
                 self.drop(conn, "not_logged_in")
                 return
@@ -247,11 +419,10 @@ class Sessions:
             reply: Any = self.login_reply(conn.account_no, LoginStatus.NOSERVER)
         else:
             reply = GameResLogin(GameLoginStatus.FAIL, conn.account_no)
-        assert conn.transport is not None
-        conn.transport.write(self.codec.encode(reply))
+        conn.write(self.codec.encode(reply))
         self._count(conn, reason)
         self.closed(conn, reason, tell_worker=False)
-        conn.transport.close()
+        conn.finish()
 
     def drop(self, conn: ClientConnection, reason: str, tell_worker: bool = True) -> None:
         """Close one client at once for a violation or a failure; counted under `reason`."""
@@ -259,8 +430,7 @@ class Sessions:
             return
         self._count(conn, reason)
         self.closed(conn, reason, tell_worker)
-        assert conn.transport is not None
-        conn.transport.abort()
+        conn.abort()
 
     def _count(self, conn: ClientConnection, reason: str) -> None:
         self.drops[reason] += 1
@@ -272,7 +442,10 @@ class Sessions:
         if conn.closed:
             return
         conn.closed = True
-        self.table.pop(conn.sid, None)
+        if self.table.pop(conn.sid, None) is not None:
+            self._per_address[conn.ip] -= 1
+            if self._per_address[conn.ip] <= 0:
+                del self._per_address[conn.ip]
         if conn.worker is not None:
             bound = self.by_worker.get(conn.worker)
             if bound is not None:
@@ -292,11 +465,14 @@ class Sessions:
 
     def sweep(self, now: float, reply_timeout: float, login_timeout: float) -> None:
         """Drop connections whose opening request did not arrive within `login_timeout` of
-        accept, requests unanswered for `reply_timeout`, and game clients silent for the
-        heartbeat timeout. Also forgets idle login-rate buckets."""
+        accept, requests unanswered for `reply_timeout`, game clients silent (no whole packet)
+        for the heartbeat timeout, and clients that left their replies unread for
+        `stall_timeout`. Also forgets idle login-rate buckets."""
         for conn in list(self.table.values()):
             rules = conn.rules
-            if self._waiting(conn):
+            if conn.held & Hold.UNREAD and conn.stalled(now, self.stall_timeout):
+                self.drop(conn, "slow_reader")
+            elif self._waiting(conn):
                 if conn.placed_at < now - reply_timeout:
                     self.drop(conn, "reply_timeout")
             elif not conn.placed_at:
@@ -311,10 +487,14 @@ class Sessions:
         """This gateway's fields of its 1-second sample (see cluster.stats)."""
         per_port: Counter[str] = Counter()
         held = sum(len(items) for items in self._outbox.values())
+        held += sum(len(items) for items in self._stalled.values())
         held += sum(len(entries) for entries in self._placements.values())
+        paused = inflight = 0
         for conn in self.table.values():
             per_port[conn.rules.name] += 1
             held += len(conn.backlog)
+            inflight += conn.inflight
+            paused += bool(conn.held)
         rates = self._rates.update({
             "accept_tps_login": self.accepted["login"], "accept_tps_game": self.accepted["game"],
             "recv_tps": self.received, "send_tps": self.sent,
@@ -323,10 +503,14 @@ class Sessions:
             "sessions": len(self.table),
             "sessions_login": per_port["login"],
             "sessions_game": per_port["game"],
+            "sessions_paused": paused,
+            "inflight": inflight,
             "accept_total_login": self.accepted["login"],
             "accept_total_game": self.accepted["game"],
             "packet_pool": held,
             "drops": dict(self.drops),
+            "bus_errors": dict(self.counters),
+            "holds": dict(self.holds),
             **rates,
         }
 
@@ -338,13 +522,18 @@ class Sessions:
             self._loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        """Send what this loop iteration gathered: one TO per worker, one PLACE per service."""
+        """Send what this loop iteration gathered: one message per worker (over the data port
+        when the worker is on it, else TO through the broker), one PLACE per service. Items for
+        a worker whose link is full wait, in order, and its clients are held."""
         self._flush_scheduled = False
         if self._outbox:
             outbox, self._outbox = self._outbox, {}
             for worker, items in outbox.items():
-                if not self.link.send([bus.TO, worker, bus.pack_body(items)]):
-                    self._undeliverable(items, "bus_unavailable")
+                stalled = self._stalled.get(worker)
+                if stalled is not None:
+                    stalled += items
+                else:
+                    self._send(worker, items)
         if self._placements:
             placements, self._placements = self._placements, {}
             for service, entries in placements.items():
@@ -353,45 +542,89 @@ class Sessions:
                 if not self.link.send([bus.PLACE, service, keys, *bodies]):
                     self._undeliverable([item for _, item in entries], "bus_unavailable")
 
-    def on_bus(self, frames: list[bytes]) -> None:
-        """Handle FROM / UNROUTABLE / GONE from the link."""
-        command = frames[0]
-        if command == bus.FROM and len(frames) >= 3:
-            self._replies(frames[1], frames[2:])
-        elif command == bus.UNROUTABLE and len(frames) >= 2:
-            reason = {b"game": "no_game_worker", b"auth": "no_auth_worker"}.get(
-                frames[1], "worker_gone"
-            )
-            for body in frames[2:]:
-                self._undeliverable(self._items(body), reason)
-        elif command == bus.GONE and len(frames) >= 2:
-            self.worker_gone(frames[1])
-        elif command == bus.EVICTED:  # every worker released our sessions when we were evicted
-            for worker in list(self.by_worker):
-                self.worker_gone(worker)
+    def _send(self, worker: bytes, items: list[list[Any]]) -> bool:
+        """Hand `items` to `worker`'s link; False when they had to wait (stalled)."""
+        body = bus.pack_body(items)
+        if self.data is not None and worker in self.data.workers:
+            sent = self.data.send(worker, body)
+            if sent is Sent.OK:
+                self.counters["data_messages"] += 1
+                self.counters["data_items"] += len(items)
+                return True
+            if sent is Sent.UNREACHABLE:
+                self.data.forget(worker)
+                self.worker_gone(worker, "data_link_lost", tell_worker=False)
+                return True
+        elif self.link.send([bus.TO, worker, body]):
+            return True
+        elif self.link.socket is None:  # no broker right now: these items cannot be routed
+            self._undeliverable(items, "bus_unavailable")
+            return True
+        self._stall(worker, items)
+        return False
 
-    def worker_gone(self, worker: bytes) -> None:
-        """Close every client bound to `worker`."""
+    def _stall(self, worker: bytes, items: list[list[Any]]) -> None:
+        self.counters["link_full"] += 1
+        self._stalled[worker] = items
+        for sid in self.by_worker.get(worker, ()):
+            conn = self.table.get(sid)
+            if conn is not None:
+                conn.hold(Hold.BUS)
+        if self._retry is None:
+            self._retry = self._loop.call_later(STALL_RETRY, self._retry_stalled)
+
+    def _retry_stalled(self) -> None:
+        self._retry = None
+        stalled, self._stalled = self._stalled, {}
+        for worker, items in stalled.items():
+            if self._send(worker, items):
+                for sid in self.by_worker.get(worker, ()):
+                    conn = self.table.get(sid)
+                    if conn is not None:
+                        conn.release(Hold.BUS)
+
+    def gone(self, identity: bytes, role: str) -> None:
+        """The broker says a peer left or was evicted."""
+        if self.data is not None:
+            self.data.forget(identity)
+        self.worker_gone(identity, "worker_gone", tell_worker=False)
+
+    def evicted(self) -> None:
+        """The broker had evicted us: every worker released our sessions."""
+        for worker in list(self.by_worker):
+            self.worker_gone(worker, "worker_gone", tell_worker=False)
+
+    def reset(self) -> None:
+        """The broker link was lost or the broker forgot us: the opening requests in flight
+        through it may be lost, so they are answered now (the client may try again)."""
+        for conn in list(self.table.values()):
+            if conn.placed_at and conn.worker is None:
+                self._refuse(conn, "broker_lost")
+
+    def unroutable(self, dest: bytes, items: list[Item]) -> None:
+        reason = {b"game": "no_game_worker", b"auth": "no_auth_worker"}.get(dest, "worker_gone")
+        self._undeliverable([[item.sid, item.type] for item in items], reason)
+
+    def worker_gone(self, worker: bytes, reason: str = "worker_gone",
+                    tell_worker: bool = False) -> None:  # fmt: skip
+        """Close every client bound to `worker` (telling it, when it may still be there)."""
+        self._stalled.pop(worker, None)
         sids = self.by_worker.pop(worker, set())
         if sids:
-            log.warning("worker %s gone: closing its %d sessions", worker, len(sids))
+            log.warning("worker %s gone (%s): closing its %d sessions", worker, reason, len(sids))
         for sid in sids:
             conn = self.table.get(sid)
             if conn is None:
                 continue
+            if tell_worker:
+                self._outbox.setdefault(worker, []).append([sid, CLOSE, reason])
+                self._schedule_flush()
             if conn.rules.single_request:  # a login in flight on a dead auth worker: answer it
-                self._refuse(conn, "worker_gone")
+                self._refuse(conn, reason)
             else:
-                self.drop(conn, "worker_gone", tell_worker=False)
+                self.drop(conn, reason, tell_worker=False)
 
-    def _items(self, body: bytes) -> list[Any]:
-        try:
-            return bus.unpack_body(body)
-        except ValueError:
-            self.drops["bad_bus_body"] += 1
-            return []
-
-    def _undeliverable(self, items: list[Any], reason: str) -> None:
+    def _undeliverable(self, items: list[list[Any]], reason: str) -> None:
         for item in items:
             conn = self.table.get(item[0])
             if conn is None or item[1] == CLOSE:
@@ -403,45 +636,56 @@ class Sessions:
             else:
                 self.drop(conn, reason)
 
-    def _replies(self, worker: bytes, bodies: list[bytes]) -> None:
+    def replies(self, worker: bytes, items: list[Item]) -> None:
+        """Items from a worker (FROM or the data port): bind, answer, close."""
         touched: list[ClientConnection] = []
         to_close: list[tuple[ClientConnection, str]] = []
+        relieved: dict[ClientConnection, None] = {}  # ordered set
         encode = self.codec.encode_fields
-        for body in bodies:
-            for item in self._items(body):
-                conn = self.table.get(item[0])
-                if conn is None:
-                    if item[1] != CLOSE:  # the client left while the worker answered
-                        self._outbox.setdefault(worker, []).append([item[0], CLOSE, "gone"])
-                        self._schedule_flush()
-                    continue
-                if conn.worker is None:
-                    self._bind(conn, worker)
-                if item[1] == ACCEPTED:
-                    continue
-                if item[1] == CLOSE:
-                    to_close.append((conn, str(item[2])))
-                    continue
-                if item[1] == RES_LOGIN and len(item) == 10:
-                    # Clients go on to the game port of the gateway they logged in through.
-                    host, port = self.game_address
-                    item[6:10] = (host, port, host, port)
-                try:
-                    data = encode(item[1], item[2:])
-                except LocalProtocolError as exc:
-                    log.error("worker %s sent an unencodable reply: %s", worker, exc)
-                    self.drops["bad_reply"] += 1
-                    continue
-                if not conn.pending:
-                    touched.append(conn)
-                conn.pending.append(data)
-                self.sent += 1
+        low = self.max_inflight // 2
+        for item in items:
+            sid, mtype, fields = item
+            conn = self.table.get(sid)
+            if conn is None:
+                if mtype != CLOSE:  # the client left while the worker answered
+                    self._outbox.setdefault(worker, []).append([sid, CLOSE, "gone"])
+                    self._schedule_flush()
+                continue
+            if conn.worker is None:
+                self._bind(conn, worker)
+            elif conn.worker != worker:
+                self.counters["foreign_item"] += 1  # not the worker holding this session
+                continue
+            if mtype == ACCEPTED:
+                continue
+            if mtype == CLOSE:
+                to_close.append((conn, fields[0]))
+                continue
+            if mtype == RES_LOGIN:
+                # Clients go on to the game port of the gateway they logged in through.
+                host, port = self.game_address
+                fields[4:8] = (host, port, host, port)
+            elif mtype == GAME_RES_LOGIN and fields[0] == GameLoginStatus.OK:
+                conn.in_game = True
+            try:
+                data = encode(mtype, fields)
+            except LocalProtocolError as exc:
+                log.error("worker %s sent an unencodable reply: %s", worker, exc)
+                self.drops["bad_reply"] += 1
+                continue
+            if conn.inflight:
+                conn.inflight -= 1
+                if conn.held & Hold.INFLIGHT and conn.inflight <= low:
+                    relieved[conn] = None
+            if not conn.pending:
+                touched.append(conn)
+            conn.pending.append(data)
+            self.sent += 1
         for conn in touched:
             if not conn.closed:
-                transport = conn.transport
-                assert transport is not None
-                transport.write(b"".join(conn.pending))
-                if transport.get_write_buffer_size() > self.max_outbound:
+                conn.write(b"".join(conn.pending))
+                assert conn.transport is not None
+                if conn.transport.get_write_buffer_size() > self.max_outbound:
                     self.drop(conn, "slow_reader")  # it does not read; nobody else waits for it
             conn.pending.clear()
         for conn, reason in to_close:
@@ -449,13 +693,21 @@ class Sessions:
                 if reason:
                     self._count(conn, reason)
                 self.closed(conn, reason, tell_worker=False)  # the worker closed it itself
-                assert conn.transport is not None
-                conn.transport.close()  # lets the replies above go out first
+                conn.finish()  # lets the replies above go out first
+        for conn in relieved:
+            if not conn.closed:
+                self.pump(conn)
 
     def _bind(self, conn: ClientConnection, worker: bytes) -> None:
         conn.worker = worker
         self.by_worker.setdefault(worker, set()).add(conn.sid)
+        if worker in self._stalled:
+            conn.hold(Hold.BUS)
         if conn.backlog:
-            self._outbox.setdefault(worker, []).extend(conn.backlog)
-            conn.backlog = []
+            backlog, conn.backlog = conn.backlog, []
+            conn.inflight += sum(1 for item in backlog if item[1] in ANSWERED)
+            self._outbox.setdefault(worker, []).extend(backlog)
             self._schedule_flush()
+            if conn.held & Hold.INFLIGHT:  # the backlog counted against it; it may read again
+                conn.release(Hold.INFLIGHT)
+                self.take_turn(conn)

@@ -38,8 +38,11 @@ from enum import IntEnum
 from typing import Any
 
 from cluster import bus, runtime
+from cluster.bus import Item
 from cluster.config import Config
+from cluster.datalink import WorkerDataLinks
 from cluster.db import Database, open_database
+from cluster.dispatch import Dispatcher, Roster
 from cluster.link import BusLink, bus_link
 from cluster.messages import (
     GameLoginStatus,
@@ -102,7 +105,7 @@ class PlayerSession:
         self.sid = sid
         self.account_no: int | None = None  # set by its REQ_LOGIN
         self.mode = Mode.AUTH
-        self.inbox: deque[list[Any]] = deque()
+        self.inbox: deque[Item] = deque()
         self.verifying = False  # an awaitable admission is running
         self.verdict: bool | None = None  # its answer, for the next auth frame
         self.entered = False  # its status row was set to 1
@@ -127,7 +130,10 @@ class GameWorker:
         self.pending = pending
         self.status_rows = status_rows
         self.link: BusLink | None = None
+        self.data: WorkerDataLinks | None = None
         self.outbox: Outbox | None = None
+        self.max_inbox = config.game.max_inbox
+        self._queued = 0  # items received since the last frame
         self.gateways: dict[bytes, dict[int, PlayerSession]] = {}
         self.by_account: dict[int, PlayerSession] = {}
         self.session_count = 0
@@ -146,83 +152,97 @@ class GameWorker:
         self._loop = asyncio.get_event_loop()
         self.draining = False
 
-    def attach(self, link: BusLink) -> None:
+    def attach(self, link: BusLink, data: WorkerDataLinks | None = None) -> None:
+        """Wire the broker link and (when gateways have data ports) the data links."""
         self.link = link
-        self.outbox = Outbox(link, self.counters)
+        self.data = data
+        self.outbox = Outbox(link, self.counters, data)
 
     # -- bus side --------------------------------------------------------------------------------
 
-    def on_bus(self, frames: list[bytes]) -> None:
-        command = frames[0]
-        if command == bus.FROM and len(frames) >= 3:
-            self._received(frames[1], frames[2:])
-        elif command == bus.GONE and len(frames) >= 3:
-            if frames[2] == b"game":
-                if self.status_rows is not None:
-                    self.status_rows.release_owner(frames[1].decode(errors="replace"))
-            else:
-                self.peer_gone(frames[1])
-        elif command == bus.UNROUTABLE and len(frames) >= 2:
-            self.peer_gone(frames[1])
-        elif command == bus.EVICTED:  # every gateway was told we are gone: so are our sessions
-            for gateway in list(self.gateways):
-                self.peer_gone(gateway)
+    def dispatcher(self) -> Dispatcher:
+        """The bus dispatcher that feeds this worker (the broker link and the data links)."""
+        return Dispatcher(
+            self.counters, items=self.received_items, unroutable=self.unroutable,
+            gone=self.gone, roster=self.roster, evicted=self.evicted,
+            registered=self.registered,
+        )  # fmt: skip
 
-    def _received(self, source: bytes, bodies: list[bytes]) -> None:
+    def gone(self, identity: bytes, role: str) -> None:
+        if role == "game":
+            if self.status_rows is not None:
+                self.status_rows.release_owner(identity.decode(errors="replace"))
+        else:
+            if self.data is not None:
+                self.data.forget(identity)
+            self.peer_gone(identity)
+
+    def unroutable(self, dest: bytes, items: list[Item]) -> None:
+        self.peer_gone(dest)
+
+    def evicted(self) -> None:
+        """Every gateway was told we are gone: so are our sessions."""
+        for gateway in list(self.gateways):
+            self.peer_gone(gateway)
+
+    def roster(self, roster: Roster) -> None:
+        if self.data is not None:
+            self.data.learn(roster.data)
+
+    def registered(self, fresh: bool) -> None:
+        """(Re-)registered with the broker: tell it every account held here, so that a
+        restarted broker places their logins and key pushes here again."""
+        held = set(self.by_account)
+        if self.pending is not None:
+            held.update(self.pending.accounts())
+        if held:
+            self._free.difference_update(held)
+            self._hold.update(held)
+            self._schedule_frame()
+
+    def received_items(self, source: bytes, items: list[Item]) -> None:
         table = self.gateways.get(source)
         if table is None:
             table = self.gateways[source] = {}
-        for body in bodies:
-            try:
-                items = bus.unpack_body(body)
-            except ValueError:
-                self.counters["bad_bus_body"] += 1
-                continue
-            self.received += len(items)
-            for item in items:
-                try:
-                    sid, mtype = item[0], item[1]
-                except (IndexError, TypeError, KeyError):
-                    self.counters["bad_item"] += 1
+        self.received += len(items)
+        for item in items:
+            sid, mtype = item.sid, item.type
+            session = table.get(sid)
+            if session is None:
+                if mtype == LOGIN and self.draining:
+                    self.outbox_add(source, [sid, CLOSE, "worker_draining"])
                     continue
-                session = table.get(sid)
-                if session is None:
-                    if mtype == LOGIN and self.draining:
-                        self.outbox_add(source, [sid, CLOSE, "worker_draining"])
-                        continue
-                    if mtype == LOGIN:
-                        session = table[sid] = PlayerSession(source, sid)
-                        self.session_count += 1
-                        self.outbox_add(source, [sid, ACCEPTED])  # the gateway binds it to us
-                    elif mtype in (PUSH, CANCEL_KEY, IN_GAME):
-                        self._link_item(source, item)
-                        continue
-                    else:
-                        if mtype != CLOSE:  # the session ended here before this arrived
-                            self.outbox_add(source, [sid, CLOSE, "unknown_session"])
-                        continue
-                elif mtype == CLOSE:
-                    self.release(session)
+                if mtype == LOGIN:
+                    session = table[sid] = PlayerSession(source, sid)
+                    self.session_count += 1
+                    self.outbox_add(source, [sid, ACCEPTED])  # the gateway binds it to us
+                elif mtype in (PUSH, CANCEL_KEY, IN_GAME):
+                    self._link_item(source, item)
                     continue
-                session.inbox.append(item)
-                if session.mode is Mode.GAME:
-                    self._game_ready[session] = None
                 else:
-                    self._auth_ready[session] = None
+                    if mtype != CLOSE:  # the session ended here before this arrived
+                        self.outbox_add(source, [sid, CLOSE, "unknown_session"])
+                    continue
+            elif mtype == CLOSE:
+                self.release(session)
+                continue
+            session.inbox.append(item)
+            if session.mode is Mode.GAME:
+                self._game_ready[session] = None
+            else:
+                self._auth_ready[session] = None
         if not table:
             del self.gateways[source]
+        self._queued += len(items)
+        if self._queued > self.max_inbox and self.data is not None and not self.data.paused:
+            self.counters["inbox_full"] += 1
+            self.data.pause()  # resumed by the frame that works the inbox off
         self._schedule_frame()
 
-    def _link_item(self, source: bytes, item: list[Any]) -> None:
+    def _link_item(self, source: bytes, item: Item) -> None:
         """From an auth worker: SS_REQ_NEW_CLIENT_LOGIN and its cancel (systemlink), and the
         IN_GAME question (both modes)."""
-        try:
-            parameter, mtype, account_no = item[0], item[1], item[2]
-            if mtype == PUSH:
-                session_key = item[3]
-        except (IndexError, TypeError):
-            self.counters["bad_item"] += 1
-            return
+        parameter, mtype, account_no = item.sid, item.type, item.fields[0]
         if mtype == IN_GAME:
             here = account_no in self.by_account
             self.outbox_add(source, [parameter, IN_GAME, account_no, int(here)])
@@ -233,7 +253,7 @@ class GameWorker:
             self.counters["push_ignored"] += 1  # not in systemlink mode: never ACK
             return
         if mtype == PUSH:
-            self.pending.push(account_no, session_key, parameter)
+            self.pending.push(account_no, item.fields[1], parameter)
             self._holding(account_no)
             self.counters["key_pushed"] += 1
             self.outbox_add(source, [parameter, ACK, account_no, parameter])
@@ -355,6 +375,9 @@ class GameWorker:
         self.auth_frame()
         self.game_frame()
         self.flush()
+        self._queued = 0
+        if self.data is not None and self.data.paused:
+            self.data.resume()
 
     def auth_frame(self) -> None:
         self.counters["auth_frames"] += 1
@@ -391,11 +414,11 @@ class GameWorker:
             while inbox and not session.released:
                 self._game_packet(session, inbox.popleft())
 
-    def _auth_packet(self, session: PlayerSession, item: list[Any]) -> None:
-        if item[1] != LOGIN or len(item) != 5:
+    def _auth_packet(self, session: PlayerSession, item: Item) -> None:
+        if item.type != LOGIN:
             self._close(session, "not_logged_in")
             return
-        _, _, account_no, session_key, version = item
+        account_no, session_key, version = item.fields
         session.account_no = account_no
         if version != self.version:
             self._reply_login(session, GameLoginStatus.VERSION_MISS)
@@ -454,14 +477,14 @@ class GameWorker:
             self._reply_login(session, GameLoginStatus.FAIL)
             self._close(session, "login_failed")
 
-    def _game_packet(self, session: PlayerSession, item: list[Any]) -> None:
-        mtype = item[1]
-        if mtype == ECHO and len(item) == 4:
-            if item[2] != session.account_no:
+    def _game_packet(self, session: PlayerSession, item: Item) -> None:
+        mtype = item.type
+        if mtype == ECHO:
+            account_no, send_tick = item.fields
+            if account_no != session.account_no:
                 self._close(session, "account_mismatch")
                 return
-            item[1] = RES_ECHO
-            self.outbox_add(session.gateway, item)
+            self.outbox_add(session.gateway, [item.sid, RES_ECHO, account_no, send_tick])
             self.counters["echo"] += 1
         elif mtype == HEARTBEAT:
             self.counters["heartbeat"] += 1
@@ -501,20 +524,25 @@ async def run(config: Config) -> int:
         log.warning("game.verify_key = false: every login is accepted (raw echo load tests only)")
     key_check = key_check_for(config, db, pending)
     worker = GameWorker(config, key_check, pending)
+    dispatch = worker.dispatcher()
     link = bus_link(
         config,
         "game",
-        worker.on_bus,
+        dispatch,
         load=lambda: worker.session_count,
         info={"key_check": key_check.name},
+        counters=worker.counters,
     )
-    worker.attach(link)
+    data = WorkerDataLinks(config, link.identity, worker.counters, dispatch.deliver,
+                           worker.peer_gone)  # fmt: skip
+    worker.attach(link, data)
     if db is not None:
         worker.status_rows = StatusRows(db, link.identity.decode(), worker.counters)
         worker.status_rows.start()
     reporter = Reporter(
         link, ProcessSampler(link.identity.decode(), "game", worker.collect), LOG_KEYS, log
     )
+    data.start()
     await link.start()
     worker.start()
     reporter.start()
@@ -536,6 +564,7 @@ async def run(config: Config) -> int:
     worker.stop()
     worker.close_all("worker_shutdown")
     worker.flush()
+    data.close()
     await link.close()
     if worker.status_rows is not None:
         await worker.status_rows.close(SHUTDOWN_GRACE)

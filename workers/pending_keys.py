@@ -2,8 +2,8 @@
 
 A key is stored per AccountNo by SS_REQ_NEW_CLIENT_LOGIN with the push's Parameter and an expiry
 (``[game] pending_key_ttl``). A newer push for the same account replaces the older one; a game
-login consumes it (single use, whether it matched or not); a cancel from the auth worker removes
-it only if it is still that push's (same Parameter); expired keys are swept.
+login with that key consumes it (single use; a wrong key does not); a cancel from the auth worker
+removes it only if it is still that push's (same Parameter); expired keys are swept.
 """
 
 from __future__ import annotations
@@ -35,13 +35,21 @@ class PendingKeys:
     def push(self, account_no: int, session_key: bytes, parameter: int) -> None:
         self._keys[account_no] = PendingKey(session_key, parameter, time.monotonic() + self.ttl)
 
+    def accounts(self) -> list[int]:
+        """The accounts that have a key waiting."""
+        return list(self._keys)
+
     def consume(self, account_no: int, session_key: bytes) -> bool:
-        """True if a live key for the account equals `session_key` (all 64 bytes). The pending
-        key is removed either way: a guess burns it."""
-        entry = self._keys.pop(account_no, None)
+        """True if a live key for the account equals `session_key` (all 64 bytes); that key is
+        then used up. A wrong key leaves it in place: AccountNos are not secret, so a stranger's
+        guess must not lock the real player out (guessing 64 random bytes is hopeless)."""
+        entry = self._keys.get(account_no)
         if entry is None or entry.expires_at < time.monotonic():
             return False
-        return hmac.compare_digest(entry.session_key, session_key)
+        if not hmac.compare_digest(entry.session_key, session_key):
+            return False
+        del self._keys[account_no]
+        return True
 
     def cancel(self, account_no: int, parameter: int) -> bool:
         """Remove the account's key if it is still the one pushed with `parameter`."""
