@@ -6,6 +6,13 @@ send heartbeats and purge silent peers once per interval. Timing rules are two n
 from ``[broker]``: ``heartbeat_interval`` and ``heartbeat_liveness`` (a peer silent for their
 product is evicted).
 
+Silence is judged only on what the broker could read: a purge first drains the socket until it
+is empty (and is skipped while it cannot be emptied), and when the broker's own loop stalled
+(the process was stopped or starved for more than :data:`STALL_AFTER` intervals) nobody can be
+called silent, so every peer gets a fresh expiry instead. Until that expiry, a peer whose
+connection is found closed is not evicted as unreachable either: peers that noticed the broker's
+silence reconnect under the same identity, and their old connections close meanwhile.
+
 Routing never decodes a body: TO is routed on its destination frame; PLACE on its service frame
 and its keys frame (one int64 AccountNo per new session). A game account that a live worker
 holds (``holders``, kept from placements and the workers' HOLD / FREE) goes to that worker, so
@@ -44,6 +51,9 @@ BURST = 5000
 SAMPLE_INTERVAL = 1.0
 #: Queue depth per peer inside the ROUTER before sends to it fail (and are returned).
 PEER_HWM = 200_000
+#: Heartbeat intervals between two looks at the clock after which the broker's own loop is
+#: deemed stalled (it waits at most a quarter interval per poll, so this is a wide margin).
+STALL_AFTER = 1.5
 
 
 @dataclass
@@ -113,6 +123,8 @@ class Broker:
         self.epoch = random.getrandbits(62)
         self._sampler = ProcessSampler(self.identity, "broker", self._collect)
         self._rates = Rates()
+        self._last_tick = time.monotonic()  # when the loop last looked at the clock
+        self._settle_until = 0.0  # after a stall: closed connections are not judged until then
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -125,13 +137,15 @@ class Broker:
         next_beat = time.monotonic() + self.interval
         next_sample = time.monotonic() + SAMPLE_INTERVAL
         poll_ms = max(1, int(self.interval * 1000 / 4))
+        self._last_tick = time.monotonic()
         while not self._stop.is_set():
             if self._poller.poll(poll_ms):
                 self._drain()
             self._evict_unreachable()
-            now = time.monotonic()
+            now = self.tick()
             if now >= next_beat:
-                self.purge(now)
+                if self._drain_all(deadline=now + self.interval):
+                    self.purge(self.tick())
                 self.beat()
                 next_beat = now + self.interval
             if now >= next_sample:
@@ -141,14 +155,41 @@ class Broker:
         if self.gatekeeper is not None:
             self.gatekeeper.stop()
 
-    def _drain(self) -> None:
+    def _drain(self) -> bool:
+        """Handle at most one BURST of received messages; True when the socket ran dry."""
         recv = self.socket.recv_multipart
         for _ in range(BURST):
             try:
                 frames = recv(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                return True
             self.handle(frames)
+        return False
+
+    def _drain_all(self, deadline: float) -> bool:
+        """Handle every message already received (until EAGAIN), so that a purge counts them
+        all. False when the socket could not be emptied by `deadline` (a flood): the caller must
+        not judge silence on what it has not read."""
+        while not self._drain():
+            if self.tick() >= deadline:
+                self.counters["purge_deferred"] += 1
+                return False
+        return True
+
+    def tick(self) -> float:
+        """The loop's look at the clock: returns now. A gap since the previous look longer than
+        STALL_AFTER intervals means this process was not running (stopped, starved): it could
+        not read what peers sent meanwhile, so every peer gets a fresh expiry (and, until then,
+        is not evicted for a closed connection)."""
+        now = time.monotonic()
+        gap, self._last_tick = now - self._last_tick, now
+        if gap > self.interval * STALL_AFTER:
+            self.counters["stalled"] += 1
+            self._settle_until = now + self.interval * self.liveness
+            for peer in self.peers.values():
+                peer.expiry = self._settle_until
+            log.warning("broker loop stalled for %.1fs; peer expiries extended", gap)
+        return now
 
     # -- dispatch ------------------------------------------------------------------------------
 
@@ -224,13 +265,18 @@ class Broker:
             self._send(identity, [bus.ROSTER, self._roster()])
 
     def _roster(self) -> bytes:
-        roster: dict[str, list[str]] = {role: [] for role in bus.ROSTER_ROLES}
+        roster: dict[str, Any] = {role: [] for role in bus.ROSTER_ROLES}
+        data: dict[str, str] = {}
         for peer in self.peers.values():
             draining = peer.role in self.services and peer.identity not in (
                 self.services[peer.role].workers
             )
             if peer.role in roster and not draining:
                 roster[peer.role].append(peer.name)
+                endpoint = peer.info.get("data")
+                if isinstance(endpoint, str) and endpoint:
+                    data[peer.name] = endpoint  # a gateway's data port (cluster.datalink)
+        roster["data"] = data
         return bus.pack_info(roster)
 
     def announce_roster(self) -> None:
@@ -321,6 +367,8 @@ class Broker:
             if exc.errno != errno.EHOSTUNREACH:
                 raise
             self.counters["peer_unreachable"] += 1
+            if time.monotonic() < self._settle_until:
+                return False  # replaced during our stall, most likely: its expiry judges it
             peer = self.peers.get(identity)
             if peer is not None:
                 self._unplace(peer)  # nothing new goes there meanwhile

@@ -66,6 +66,10 @@ class GatewaySection:
     whiteip_refresh: float = _ranged(10.0, 0.1)  # seconds between reloads of the allow-list
     max_outbound: int = _ranged(1_048_576, 1024)  # bytes queued to a client before it is dropped
     login_rate: float = _ranged(0.0, 0)  # login requests per second per client address; 0 = off
+    max_inflight: int = _ranged(256, 1, 65536)  # requests one session may have unanswered
+    stall_timeout: float = _ranged(10.0, 0.1)  # seconds a client may leave its replies unread
+    max_per_address: int = _ranged(0, 0, 1_000_000)  # connections per client address; 0 = off
+    data_bind: str = ""  # the data port workers connect to; "" = this host's bus address, any port
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class AuthSection:
 
     link_timeout: float = _ranged(5.0, 0.05, 120)  # systemlink: wait this long for the game ACK
     max_inflight: int = _ranged(1000, 1, 1_000_000)  # logins one auth worker works on at once
+    reconcile_interval: float = _ranged(30.0, 0.1)  # seconds between dead-owner status checks
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,7 @@ class GameSection:
     version: int = _ranged(1, -(2**31), 2**31 - 1)
     pending_key_ttl: float = _ranged(60.0, 0.1)  # systemlink: a pushed key's lifetime
     frame_interval: float = _ranged(0.02, 0.001, 1.0)  # longest pause between two loop frames
+    max_inbox: int = _ranged(100_000, 100, 100_000_000)  # items queued before reading pauses
 
 
 @dataclass(frozen=True)
@@ -265,7 +271,10 @@ def _resolve(config: Config) -> Config:
         raise ConfigError("gateway.host: must not be empty")
     if gateway.login_port == gateway.game_port:
         raise ConfigError(f"gateway.game_port: {gateway.game_port} is also the login_port")
-    for key, url in (("broker.bind", broker.bind), ("broker.endpoint", broker.endpoint)):
+    for key, url in (
+        ("broker.bind", broker.bind), ("broker.endpoint", broker.endpoint),
+        ("gateway.data_bind", gateway.data_bind),
+    ):  # fmt: skip
         if url and not url.startswith(BUS_SCHEMES):
             raise ConfigError(f"{key}: {url!r} must start with tcp:// or ipc://")
     if not broker.bind:

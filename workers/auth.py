@@ -32,13 +32,16 @@ from collections.abc import Callable
 from typing import Any
 
 from cluster import bus, runtime
+from cluster.bus import Item
 from cluster.config import Config
 from cluster.db import AccountRow, Database, DatabaseError, open_database
+from cluster.dispatch import Dispatcher, Roster
 from cluster.link import BusLink, bus_link
 from cluster.messages import LoginReqLogin, LoginResLogin, LoginStatus
 from cluster.stats import ProcessSampler, Rates, Reporter
 from workers.account_reader import AccountReader
 from workers.outbox import Outbox
+from workers.reconcile import reconciler_for
 from workers.status_rows import StatusRows
 
 log = logging.getLogger("workers.auth")
@@ -120,53 +123,43 @@ class AuthWorker:
 
     # -- bus side --------------------------------------------------------------------------------
 
-    def on_bus(self, frames: list[bytes]) -> None:
-        command = frames[0]
-        if command == bus.FROM and len(frames) >= 3:
-            for body in frames[2:]:
-                self._received(frames[1], body)
-        elif command == bus.ROSTER and len(frames) >= 2:
-            try:
-                self.game_workers = list(bus.unpack_info(frames[1]).get("game", []))
-            except ValueError:
-                self.counters["bad_roster"] += 1
-                return
-            self.roster_known.set()
-        elif command == bus.UNROUTABLE and len(frames) >= 2:
-            for body in frames[2:]:
-                for item in self._items(body):
-                    if item[1] in (PUSH, IN_GAME):  # no game worker at all
-                        self._resolve(item[0], item[2], False)
-        elif command == bus.GONE and len(frames) >= 3 and frames[2] == b"game":
+    def dispatcher(self) -> Dispatcher:
+        """The bus dispatcher that feeds this worker."""
+        return Dispatcher(
+            self.counters, items=self.received_items, roster=self.roster,
+            unroutable=self.unroutable, gone=self.gone,
+        )  # fmt: skip
+
+    def roster(self, roster: Roster) -> None:
+        self.game_workers = list(roster.of("game"))
+        self.roster_known.set()
+
+    def unroutable(self, dest: bytes, items: list[Item]) -> None:
+        for item in items:
+            if item.type in (PUSH, IN_GAME):  # no game worker at all
+                self._resolve(item.sid, item.fields[0], False)
+
+    def gone(self, identity: bytes, role: str) -> None:
+        if role == "game":
             assert self.status_rows is not None
-            self.status_rows.release_owner(frames[1].decode(errors="replace"))
+            self.status_rows.release_owner(identity.decode(errors="replace"))
 
-    def _items(self, body: bytes) -> list[Any]:
-        try:
-            return bus.unpack_body(body)
-        except ValueError:
-            self.counters["bad_bus_body"] += 1
-            return []
-
-    def _received(self, source: bytes, body: bytes) -> None:
-        for item in self._items(body):
-            try:
-                mtype = item[1]
-                if mtype == REQ_LOGIN:
-                    sid, _, account_no, session_key = item
-                    assert self.outbox is not None
-                    self.outbox.add_soon(source, [sid, ACCEPTED])  # the gateway binds it to us
-                    task = asyncio.create_task(self.login(source, sid, account_no, session_key))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-                elif mtype == ACK:
-                    self._resolve(item[0], item[2], True)
-                elif mtype == IN_GAME:
-                    self._resolve(item[0], item[2], bool(item[3]))
-                elif mtype != CLOSE:  # a client that left needs no answer
-                    self.counters["unexpected_item"] += 1
-            except (ValueError, IndexError, TypeError):
-                self.counters["bad_item"] += 1
+    def received_items(self, source: bytes, items: list[Item]) -> None:
+        for item in items:
+            mtype = item.type
+            if mtype == REQ_LOGIN:
+                account_no, session_key = item.fields
+                assert self.outbox is not None
+                self.outbox.add_soon(source, [item.sid, ACCEPTED])  # the gateway binds it to us
+                task = asyncio.create_task(self.login(source, item.sid, account_no, session_key))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            elif mtype == ACK:
+                self._resolve(item.sid, item.fields[0], True)
+            elif mtype == IN_GAME:
+                self._resolve(item.sid, item.fields[0], bool(item.fields[1]))
+            elif mtype != CLOSE:  # a client that left needs no answer
+                self.counters["unexpected_item"] += 1
 
     def _resolve(self, parameter: int, account_no: int, acked: bool) -> None:
         waiting = self._awaiting.get(parameter)
@@ -299,9 +292,10 @@ async def run(config: Config) -> int:
     link = bus_link(
         config,
         "auth",
-        worker.on_bus,
+        worker.dispatcher(),
         load=lambda: worker.inflight,
         info={"link_mode": config.cluster.link_mode},
+        counters=worker.counters,
     )
     worker.attach(link)
     assert worker.status_rows is not None
@@ -321,7 +315,10 @@ async def run(config: Config) -> int:
             role="auth", id=link.identity.decode(), link_mode=config.cluster.link_mode,
             loop=runtime.loop_name(),
         )  # fmt: skip
+        reconciler = reconciler_for(config, db, lambda: set(worker.game_workers), worker.counters)
+        await reconciler.start()
         await stop.wait()
+        await reconciler.stop()
     ready.cancel()
     reporter.stop()
     link.send([bus.DRAIN])  # no new logins for us; answer the ones in flight, then leave

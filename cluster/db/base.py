@@ -135,6 +135,10 @@ class Database(abc.ABC):
         """Set status 0 for every account held by `owner` (a process that died); returns count."""
 
     @abc.abstractmethod
+    async def owners_in_game(self) -> list[str]:
+        """The distinct owners (non-NULL, non-empty) of the status rows whose status is not 0."""
+
+    @abc.abstractmethod
     async def max_account_no(self) -> int:
         """The highest AccountNo in use (0 when none)."""
 

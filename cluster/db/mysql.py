@@ -216,6 +216,12 @@ class MysqlDatabase(Database):
 
         return await self._run(op)
 
+    async def owners_in_game(self) -> list[str]:
+        async def op(s: _Session) -> list[str]:
+            return [row[0] for row in await s.fetch(self._sql.owners_in_game)]
+
+        return await self._run(op)
+
     async def max_account_no(self) -> int:
         async def op(s: _Session) -> int:
             rows = await s.fetch(self._sql.max_account_no)

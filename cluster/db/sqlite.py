@@ -211,6 +211,12 @@ class SqliteDatabase(Database):
 
         return await self._run(job)
 
+    async def owners_in_game(self) -> list[str]:
+        def job(conn: sqlite3.Connection) -> list[str]:
+            return [row[0] for row in conn.execute(self._sql.owners_in_game)]
+
+        return await self._run(job)
+
     async def max_account_no(self) -> int:
         def job(conn: sqlite3.Connection) -> int:
             return int(conn.execute(self._sql.max_account_no).fetchone()[0])

@@ -40,6 +40,10 @@ _LEAVE_GAME = (
     " WHERE `owner` = ? AND `accountno` IN ({marks})"
 )
 _RELEASE_OWNER = "UPDATE `{a}`.`status` SET `status` = 0, `owner` = NULL WHERE `owner` = ?"
+_OWNERS_IN_GAME = (
+    "SELECT DISTINCT `owner` FROM `{a}`.`status`"
+    " WHERE `status` <> 0 AND `owner` IS NOT NULL AND `owner` <> ''"
+)
 _MAX_ACCOUNT_NO = "SELECT COALESCE(MAX(`accountno`), 0) FROM `{a}`.`account`"
 # Multi-row INSERTs: {rows} is the VALUES list, one group per row.
 _INSERT_ACCOUNTS = (
@@ -92,6 +96,7 @@ class Statements:
         self.session_key = self._render(_SESSION_KEY)
         self.enter_game = self._render(_ENTER_GAME)
         self.release_owner = self._render(_RELEASE_OWNER)
+        self.owners_in_game = self._render(_OWNERS_IN_GAME)
         self.max_account_no = self._render(_MAX_ACCOUNT_NO)
         self.white_ips = self._render(_WHITE_IPS)
         self.insert_hardware = self._render(_INSERT_HARDWARE)
