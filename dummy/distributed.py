@@ -38,11 +38,12 @@ import zmq
 import zmq.asyncio
 
 from cluster.config import Config
+from dummy.accept import AcceptWatch
 from dummy.console import Console
 from dummy.engine import Engine, LoadOptions, SecondStats, Totals
 from dummy.histogram import Histogram
 from dummy.report import View, build_report, summary, write_csv, write_report
-from dummy.run import accepted_so_far, exit_code
+from dummy.run import exit_code
 
 log = logging.getLogger("dummy")
 
@@ -290,25 +291,26 @@ async def run_controller(
     wait: float,
 ) -> int:  # fmt: skip
     controller = Controller(config, listen, expected, options, accounts)
+    watch = AcceptWatch(config)  # the accept figure comes from the monitor, once
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, controller.stop.set)
     try:
         log.info("waiting for %d agents on %s", expected, listen)
         await controller.gather(wait)
-        before = await accepted_so_far(config)
+        await watch.start()
         controller.start_all()
         console = Console("Dummy controller", controller.toggle_pause, controller.stop.set)
         with console.keys():
             rows, duration = await controller.run(console)
-        after = await accepted_so_far(config, after=time.time())
+        accepted = await watch.finish()
         totals = Totals()
         for agent in controller.agents.values():
             totals.add(agent.totals)
-        accept_total = None if before is None or after is None else after - before
         report = build_report(
             totals, controller.latency(), duration=duration, clients=options.clients,
-            accept_total=accept_total, options=asdict(options),
+            accept_total=accepted.total, accept_note=accepted.note,
+            accept_gateways=accepted.gateways, options=asdict(options),
             agents=[a.record() for a in controller.agents.values()],
         )  # fmt: skip
         print(summary(report), flush=True)
@@ -318,6 +320,7 @@ async def run_controller(
             write_csv(csv_path, rows)
         return exit_code(report)
     finally:
+        await watch.close()
         controller.close()
 
 

@@ -19,6 +19,7 @@ Counters are :class:`Totals` (mergeable across agents) and a latency :class:`His
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections import Counter, deque
@@ -40,6 +41,8 @@ from cluster.messages import (
     LoginStatus,
 )
 from dummy.histogram import Histogram
+
+log = logging.getLogger("dummy")
 
 PATHS = ("login", "direct")
 
@@ -198,11 +201,14 @@ class DummyClient:
             _, connection = await engine.loop.create_connection(
                 lambda: DummyConnection(self), host, port
             )
-        except OSError:
+        except OSError as exc:
             engine.totals.connect_fail += 1
+            engine.connect_failed(host, port, exc)
             self.phase = Phase.IDLE
             return
         engine.totals.connect_total += 1
+        if engine.failing:
+            engine.connect_succeeded(host, port)
         self.connection = connection
         self.leaving = False
         if engine.stopping:
@@ -390,6 +396,19 @@ class Engine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ramp_tokens = float(options.clients)
         self._delays: list[float] = []
+        self.failing: set[tuple[str, int]] = set()  # addresses whose last connect failed
+
+    def connect_failed(self, host: str, port: int, exc: OSError) -> None:
+        """Log the first failed connect to an address (not each one: they are counted)."""
+        if (host, port) not in self.failing:
+            self.failing.add((host, port))
+            log.warning("connects to %s:%d fail (%s); counting them as Connect Fail", host, port,
+                        exc.strerror or exc)  # fmt: skip
+
+    def connect_succeeded(self, host: str, port: int) -> None:
+        if (host, port) in self.failing:
+            self.failing.discard((host, port))
+            log.info("connects to %s:%d succeed again", host, port)
 
     def roll(self, percent: int) -> bool:
         return percent >= 100 or (percent > 0 and self._random.random() * 100 < percent)

@@ -102,8 +102,12 @@ def build_report(
     accept_total: int | None,
     agents: list[dict[str, Any]],
     options: dict[str, Any],
+    accept_note: str | None = None,
+    accept_gateways: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The JSON report. ``connect_matches_accept`` is None when accept_total is unknown."""
+    """The JSON report. ``connect_matches_accept`` is None when accept_total is unknown
+    (``accept_note`` then says why); ``accept_gateways`` has one entry per gateway process that
+    accepted during the run (see :mod:`dummy.accept`)."""
     report: dict[str, Any] = {
         "duration_s": round(duration, 3),
         "clients": clients,
@@ -114,6 +118,8 @@ def build_report(
         "connect_matches_accept": (
             None if accept_total is None else accept_total == totals.connect_total
         ),
+        "accept_note": accept_note,
+        "accept_gateways": accept_gateways or [],
         "disconnects": totals.disconnects,
         "login_ok": totals.login_ok,
         "echo_sent": totals.echo_sent,
@@ -144,8 +150,14 @@ def summary(report: dict[str, Any]) -> str:
         lines.append(f"agents lost during the run: {', '.join(a['id'] for a in lost)} "
                      "(their counts up to their last report are included)")  # fmt: skip
     accept = report["accept_total"]
+    changed = [g for g in report.get("accept_gateways", [])
+               if g["seen"] != "before the run" or g["status"] != "live"]  # fmt: skip
+    if changed:
+        lines.append("gateway processes came or went during the run (accepts counted per "
+                     "process): " + ", ".join(_gateway_change(g) for g in changed))  # fmt: skip
     if accept is None:
-        lines.append("accept_total unknown (no monitor answered): connect check not made")
+        why = report.get("accept_note") or "no monitor answered"
+        lines.append(f"accept_total unknown ({why}): connect check not made")
     elif report["connect_matches_accept"]:
         lines.append(f"connect_total == accept_total == {accept}: OK")
     else:
@@ -154,6 +166,15 @@ def summary(report: dict[str, Any]) -> str:
             f"(difference {accept - report['connect_total']:+d})"
         )
     return "\n".join(lines)
+
+
+def _gateway_change(gateway: dict[str, Any]) -> str:
+    what = []
+    if gateway["seen"] != "before the run":
+        what.append("started during the run")
+    if gateway["status"] != "live":
+        what.append("went away")
+    return f"{gateway['id']} {' and '.join(what)} ({gateway['accepted']} accepted)"
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:

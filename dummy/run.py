@@ -1,6 +1,6 @@
 """`cluster dummy run`: the load engine in this process, with its screen, report and checks.
 
-Around the run it asks the cluster's monitor for the gateways' accept totals, before and after,
+Through the run it follows the gateways' samples at the cluster's monitor (:mod:`dummy.accept`),
 so the report can state the original's closing check: every TCP connect the dummy made
 (connect_total) against what the gateways accepted in the same time (accept_total).
 """
@@ -17,15 +17,12 @@ from typing import Any
 
 from cluster.config import Config
 from cluster.db.accounts import read_accounts_file
-from cluster.status import StatusUnavailable, fetch
+from dummy.accept import AcceptWatch
 from dummy.console import Console
 from dummy.engine import Engine, LoadOptions, SecondStats
 from dummy.report import View, build_report, summary, write_csv, write_report
 
 log = logging.getLogger("dummy")
-
-#: How long to wait for the gateways' samples to cover the end of the run.
-SETTLE_TIMEOUT = 6.0
 
 
 def options_from(config: Config, **knobs: Any) -> LoadOptions:
@@ -53,26 +50,6 @@ def view_of(stats: SecondStats, paused: bool = False) -> View:
     )  # fmt: skip
 
 
-async def accepted_so_far(config: Config, after: float = 0.0) -> int | None:
-    """The sum of every gateway's accept totals (both ports), from samples taken after `after`
-    (Unix time); None when the monitor cannot be asked."""
-    deadline = time.monotonic() + SETTLE_TIMEOUT
-    while True:
-        try:
-            snapshot = await fetch(config, timeout=2.0)
-        except StatusUnavailable as exc:
-            log.warning("accept_total unknown: %s", exc)
-            return None
-        gateways = [p for p in snapshot["processes"] if p.get("role") == "gateway"]
-        if gateways and all(g.get("time", 0) > after for g in gateways):
-            return sum(int(g.get("accept_total_login", 0)) + int(g.get("accept_total_game", 0))
-                       for g in gateways)  # fmt: skip
-        if time.monotonic() > deadline:
-            log.warning("accept_total unknown: no fresh gateway samples")
-            return None
-        await asyncio.sleep(0.25)
-
-
 def exit_code(report: dict[str, Any]) -> int:
     """1 when something that must never happen happened: packet errors or a connect mismatch."""
     if report["errors"].get("packet_error") or report["connect_matches_accept"] is False:
@@ -87,8 +64,9 @@ async def run_local(
     report_path: Path | None,
     csv_path: Path | None,
 ) -> int:
-    before = await accepted_so_far(config)
     engine = Engine(options, accounts)
+    watch = AcceptWatch(config)
+    await watch.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -102,14 +80,18 @@ async def run_local(
         console.show(view)
 
     started = time.monotonic()
-    with console.keys():
-        totals = await engine.run(stop, on_second)
+    try:
+        with console.keys():
+            totals = await engine.run(stop, on_second)
+    except BaseException:
+        await watch.close()
+        raise
     duration = time.monotonic() - started
-    after = await accepted_so_far(config, after=time.time())
-    accept_total = None if before is None or after is None else after - before
+    accepted = await watch.finish()
     report = build_report(
         totals, engine.latency, duration=duration, clients=options.clients,
-        accept_total=accept_total, options=asdict(options),
+        accept_total=accepted.total, accept_note=accepted.note,
+        accept_gateways=accepted.gateways, options=asdict(options),
         agents=[{"id": "local", "status": "finished", **totals.to_dict()}],
     )  # fmt: skip
     if engine.first_error:
