@@ -1,0 +1,91 @@
+"""The broker killed (kill -9) or paused (SIGSTOP) under load, in both link modes: sessions in
+game never notice (their traffic takes the data link), every echo is answered in order, and
+logins resume by themselves once the broker is back."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import pytest
+
+from cluster.messages import GameResEcho, LoginStatus
+from dummy.client import GameClient, ServerClosed, login_once
+from tests.backends import Backend
+from tests.harness import run
+from tests.test_login import MODES, full_login, make_login_cluster
+
+SESSIONS = 12
+
+
+async def _echo_until(client: GameClient, stop: asyncio.Event) -> int:
+    """Rounds of 10 pipelined echoes until `stop`; each round checked in order."""
+    tick = 0
+    while not stop.is_set():
+        replies = await client.echo(10, first_tick=tick, timeout=30)
+        assert replies == [GameResEcho(client.account_no, tick + i) for i in range(10)]
+        tick += 10
+    return tick
+
+
+async def _login_when_possible(lc, account, timeout: float = 30.0) -> GameClient:
+    """Logins are refused while the broker is away; retry until one goes through."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            reply = await login_once("127.0.0.1", lc.login_port, account.no, account.key)
+        except (ConnectionError, ServerClosed, TimeoutError):
+            reply = None
+        if reply is not None and reply.status == LoginStatus.OK:
+            client = await GameClient.connect("127.0.0.1", reply.game_server_port)
+            game = await client.login(account.no, account.key)
+            assert game.status == 1, game
+            return client
+        assert time.monotonic() < deadline, f"no login within {timeout}s (last: {reply})"
+        await asyncio.sleep(0.2)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fault", ["kill", "pause"])
+def test_a_broker_fault_under_load_costs_no_session_and_no_echo(make_cluster, tmp_path, mode,
+                                                                 fault):  # fmt: skip
+    backend = Backend("sqlite", tmp_path)
+    lc = make_login_cluster(
+        make_cluster, backend, mode, broker={"heartbeat_interval": 0.3, "heartbeat_liveness": 3}
+    )
+    lc.cluster.start("game")  # two game workers: sessions on both
+    broker = lc.roles["broker"]
+
+    async def scenario():
+        clients = [await full_login(lc, account) for account in lc.accounts[:SESSIONS]]
+        stop = asyncio.Event()
+        load = [asyncio.create_task(_echo_until(c, stop)) for c in clients]
+        await asyncio.sleep(0.5)  # load is flowing (a window of traffic, not a readiness wait)
+        if fault == "kill":
+            await asyncio.to_thread(broker.kill)
+            await asyncio.sleep(2.0)  # well past heartbeat_interval x liveness: peers notice
+            restarted = await asyncio.to_thread(lc.cluster.start, "broker")
+            await asyncio.to_thread(restarted.wait_log, r"gateway registered", 20)
+        else:
+            broker.send_signal(signal.SIGSTOP)
+            try:
+                await asyncio.sleep(3.0)  # ten heartbeat windows
+            finally:
+                broker.send_signal(signal.SIGCONT)
+        fresh = await _login_when_possible(lc, lc.accounts[SESSIONS])
+        fresh_echo = await fresh.echo(3)
+        await asyncio.sleep(0.5)  # more load after the fault
+        stop.set()
+        echoed = await asyncio.gather(*load)
+        still_open = [not await c.wait_closed(0.1) for c in clients]
+        return echoed, still_open, fresh_echo
+
+    echoed, still_open, fresh_echo = run(scenario())
+    assert still_open == [True] * SESSIONS  # not one session closed
+    assert all(n > 0 for n in echoed)  # every echo answered, in order (checked per round)
+    assert fresh_echo == [GameResEcho(lc.accounts[SESSIONS].no, i) for i in range(3)]
+    gateway = lc.roles["gateway"]
+    gateway.stop()
+    assert "worker_gone" not in gateway.log() and "data_link" not in gateway.log(), gateway.log()
+    backend.close()
