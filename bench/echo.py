@@ -15,6 +15,12 @@ Scenarios: ``closed`` (100 sessions, 1 echo in flight each), ``pipelined`` (1,00
 flight each: the original dummy's profile), ``latency`` (1 session, 1 in flight: p50/p99 of a
 round trip). The load runs in a separate process (uvloop, replies counted by size, requests
 pre-encoded) whose CPU is reported, so it is visible when the load client is the limit.
+It also samples, at the instants the measured window starts and ends, the CPU time (user +
+system) of every server process -- the gateway, broker and game worker, or the baseline's one
+process -- and its own, and reports each as microseconds of CPU per echo answered in the window
+(``cpu_us_per_echo`` and ``baseline_cpu_us_per_echo`` of each scenario): a figure that moves far
+less than throughput when the machine is shared. CPU times tick in 10 ms steps, so a figure below
+``10 ms / echoes in the window`` is noise.
 Figures are medians of ``--runs`` runs. Nothing here is a test; it prints figures.
 """
 
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -111,7 +118,26 @@ class LoadSession(asyncio.Protocol):
         self.transport.write(self.request * self.inflight)
 
 
-async def load(port: int, sessions: int, inflight: int, seconds: float) -> dict[str, Any]:
+def cpu_seconds(processes: dict[str, Any]) -> dict[str, float]:
+    """User + system CPU seconds so far of each of `processes` (psutil.Process by name); a process
+    that is gone is left out."""
+    import psutil
+
+    out = {}
+    for name, process in processes.items():
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        out[name] = times.user + times.system
+    return out
+
+
+async def load(
+    port: int, sessions: int, inflight: int, seconds: float, watch: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """Drive the load and measure one window. `watch` names server processes (role -> pid) whose
+    CPU time is sampled at the same instants as the window's reply count."""
     import psutil
 
     loop = asyncio.get_running_loop()
@@ -128,20 +154,32 @@ async def load(port: int, sessions: int, inflight: int, seconds: float) -> dict[
         client.start()
     await asyncio.sleep(min(1.0, seconds / 3))  # warm up
     me = psutil.Process()
+    watched = {"client": me}
+    for name, pid in (watch or {}).items():
+        with contextlib.suppress(psutil.Error):
+            watched[name] = psutil.Process(pid)
     cpu0, replies0, t0 = me.cpu_times(), shared["replies"], time.perf_counter()
+    used0 = cpu_seconds(watched)
     shared["rtts"] = []
     await asyncio.sleep(seconds)
     cpu1, replies1, t1 = me.cpu_times(), shared["replies"], time.perf_counter()
+    used1 = cpu_seconds(watched)
     shared["running"] = False
     rtts = sorted(shared["rtts"])
     for client in clients:
         assert client.transport is not None
         client.transport.close()
+    echoes = replies1 - replies0
     result = {
-        "msgs_per_s": (replies1 - replies0) / (t1 - t0),
+        "msgs_per_s": echoes / (t1 - t0),
         "load_cpu_percent": 100
         * ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system))
         / (t1 - t0),
+        "echoes": echoes,
+        "cpu_s": {name: used1[name] - used0[name] for name in used0 if name in used1},
+    }
+    result["cpu_us_per_echo"] = {
+        name: (1e6 * used / echoes if echoes else None) for name, used in result["cpu_s"].items()
     }
     if rtts:
         result["p50_us"] = rtts[len(rtts) // 2] / 1000
@@ -149,17 +187,44 @@ async def load(port: int, sessions: int, inflight: int, seconds: float) -> dict[
     return result
 
 
-def run_load(port: int, scenario: str, seconds: float) -> dict[str, Any]:
+def run_load(
+    port: int, scenario: str, seconds: float, watch: dict[str, int] | None = None
+) -> dict[str, Any]:
     """The load, in its own process (so its CPU does not count as the server's)."""
     sessions, inflight = SCENARIOS[scenario]
+    watched = ",".join(f"{name}={pid}" for name, pid in (watch or {}).items())
     out = subprocess.run(
         [sys.executable, __file__, "--load-client", str(port), str(sessions), str(inflight),
-         str(seconds)],
+         str(seconds), *(["--watch", watched] if watched else [])],
         capture_output=True, text=True, timeout=seconds + 120,
     )  # fmt: skip
     if out.returncode != 0:
         raise RuntimeError(f"load client failed: {out.stderr.strip()[-500:]}")
     return json.loads(out.stdout)
+
+
+def server_pids(system: str, proc: subprocess.Popen[str]) -> dict[str, int]:
+    """The processes whose CPU counts as the server's: the baseline's one process, or each role
+    under ``cluster up`` (broker, gateway, game) by name."""
+    import psutil
+
+    if system != "cluster":
+        return {"server": proc.pid}
+    roles: dict[str, int] = {}
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        children = []
+    for child in sorted(children, key=lambda c: c.pid):
+        try:
+            argv = child.cmdline()
+        except psutil.Error:
+            continue
+        if "-m" in argv and "cluster" in argv:
+            rest = argv[argv.index("cluster") + 1 :]
+            if rest and rest[0] != "up":
+                roles.setdefault(rest[0], child.pid)
+    return roles
 
 
 # -- the baseline server --------------------------------------------------------------------------
@@ -257,15 +322,20 @@ def measure(
     proc, port = start_cluster(workdir) if system == "cluster" else start_baseline(workdir)
     results: dict[str, list[dict]] = {name: [] for name in SCENARIOS}
     try:
+        watch = server_pids(system, proc)
         for run in range(runs):
             for scenario in scenarios:
-                result = run_load(port, scenario, seconds)
+                result = run_load(port, scenario, seconds, watch)
                 results[scenario].append(result)
                 extra = (f" p50 {result['p50_us']:.0f} us p99 {result['p99_us']:.0f} us"
                          if "p50_us" in result else "")  # fmt: skip
                 print(f"  {system:8} run {run + 1}/{runs} {scenario:9} "
                       f"{result['msgs_per_s']:>10,.0f} msg/s{extra} "
                       f"(load client CPU {result['load_cpu_percent']:.0f}%)",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                cpu = " ".join(f"{name} {us:.1f}" for name, us in
+                               result["cpu_us_per_echo"].items() if us is not None)  # fmt: skip
+                print(f"  {system:8} run {run + 1}/{runs} {scenario:9} CPU us/echo: {cpu}",
                       file=sys.stderr, flush=True)  # fmt: skip
     finally:
         stop(proc)
@@ -274,6 +344,21 @@ def measure(
 
 def median(results: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in results)
+
+
+def cpu_per_echo(results: list[dict], names: tuple[str, ...]) -> dict[str, float | None]:
+    """Median over runs of each process's CPU microseconds per echo answered (None when not
+    measured: the process was gone or no echo was answered)."""
+    out: dict[str, float | None] = {}
+    for name in names:
+        values = [r["cpu_us_per_echo"].get(name) for r in results]
+        values = [v for v in values if v is not None]
+        out[name] = round(statistics.median(values), 2) if values else None
+    return out
+
+
+def fmt_us(value: float | None) -> str:
+    return f"{'-':>8}" if value is None else f"{value:>8.1f}"
 
 
 def main() -> int:
@@ -289,6 +374,7 @@ def main() -> int:
         help="run only this scenario (repeatable; the summary needs all three)",
     )
     parser.add_argument("--load-client", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--watch", default="", help=argparse.SUPPRESS)  # role=pid,...
     parser.add_argument("--baseline-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     try:
@@ -298,7 +384,10 @@ def main() -> int:
     run = uvloop.run if uvloop is not None else asyncio.run
     if args.load_client:
         port, sessions, inflight, seconds = args.load_client
-        print(json.dumps(run(load(int(port), int(sessions), int(inflight), float(seconds)))))
+        watch = {name: int(pid) for name, _, pid in
+                 (item.partition("=") for item in args.watch.split(",") if item)}  # fmt: skip
+        print(json.dumps(run(load(int(port), int(sessions), int(inflight), float(seconds),
+                                  watch))))  # fmt: skip
         return 0
     if args.baseline_server:
         run(baseline_server(args.baseline_server))
@@ -328,6 +417,13 @@ def main() -> int:
         "baseline_p50_us": round(median(measured["baseline"]["latency"], "p50_us")),
         "baseline_p99_us": round(median(measured["baseline"]["latency"], "p99_us")),
     }  # fmt: skip
+    for scenario in SCENARIOS:  # CPU per echo answered in the window, by process
+        report["scenarios"][scenario]["cpu_us_per_echo"] = cpu_per_echo(
+            measured["cluster"][scenario], ("gateway", "broker", "game", "client")
+        )
+        report["scenarios"][scenario]["baseline_cpu_us_per_echo"] = cpu_per_echo(
+            measured["baseline"][scenario], ("server", "client")
+        )
     if args.json:
         print(json.dumps(report, indent=1))
     else:
@@ -341,6 +437,16 @@ def main() -> int:
             f"latency    p50 {lat['p50_us']} us, p99 {lat['p99_us']} us "
             f"(baseline p50 {lat['baseline_p50_us']} us, p99 {lat['baseline_p99_us']} us)"
         )
+        print()
+        print("CPU per echo (us): cluster roles, then the baseline's process; client = load client")
+        print(f"{'scenario':10} {'gateway':>8} {'broker':>8} {'game':>8} {'sum':>8} {'client':>8}"
+              f" | {'baseline':>8} {'client':>8}")  # fmt: skip
+        for name in SCENARIOS:
+            c, b = s[name]["cpu_us_per_echo"], s[name]["baseline_cpu_us_per_echo"]
+            total = sum(c[k] for k in ("gateway", "broker", "game") if c[k] is not None)
+            cells = [c["gateway"], c["broker"], c["game"], total, c["client"]]
+            print(f"{name:10} " + " ".join(fmt_us(v) for v in cells)
+                  + f" | {fmt_us(b['server'])} {fmt_us(b['client'])}")  # fmt: skip
     return 0
 
 

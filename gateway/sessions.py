@@ -19,8 +19,9 @@ codec and hands the messages to :class:`Sessions`, the one session table of this
 
 Flow control: a client's socket is read only while nothing holds it back. What can
 (:class:`Hold`): its own requests unanswered reaching ``max_inflight`` (reading resumes when
-replies bring it to half), its share of one loop iteration used up (resumes next iteration, so a
-flooding client never starves the others), its replies piling up unread (the transport's
+replies bring it to half), its share of one loop iteration (``TURN_BUDGET`` messages) used up
+(resumes next iteration, so a flooding client never starves the others), its replies piling up
+unread (the transport's
 ``pause_writing``; dropped as ``slow_reader`` when it reads none of them for
 ``stall_timeout``), or the link to its worker being full (every client of that worker waits;
 nothing is failed). Bytes read past a limit stay undecoded in the connection's decoder (one read
@@ -76,6 +77,9 @@ HEARTBEAT = GameReqHeartbeat.TYPE
 ANSWERED = frozenset({GameReqEcho.TYPE, GameReqLogin.TYPE, LoginReqLogin.TYPE})
 #: Seconds between two tries to hand a full data link what waits for it.
 STALL_RETRY = 0.002
+#: Messages decoded for one client per turn (loop iteration): a pipelining client waits for the
+#: next iteration for more, so one with hundreds in flight cannot delay everyone's iteration.
+TURN_BUDGET = 64
 #: Kernel send buffer per client socket: replies a client does not read pile up in our transport
 #: (where pause_writing sees them) instead of in megabytes of autotuned kernel memory.
 CLIENT_SNDBUF = 64 * 1024
@@ -324,7 +328,7 @@ class Sessions:
         """Decode what `conn` sent (and had buffered) within its budget, forward it, and decide
         whether its socket may be read on. Nothing is decoded while its replies go unread or
         its worker's link is full (the data stays buffered: one read at most)."""
-        budget = self.max_inflight - conn.inflight - len(conn.backlog)
+        budget = min(TURN_BUDGET, self.max_inflight - conn.inflight - len(conn.backlog))
         if conn.held & (Hold.UNREAD | Hold.BUS):
             budget = 0
         try:

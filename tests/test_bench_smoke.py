@@ -3,7 +3,8 @@
 Benchmarks print figures; they are not tests, and nothing here judges a speed. These tests only
 prove that each script starts its cluster, drives it and reports its figures as positive
 numbers. The MariaDB case skips when the server is unreachable (it fails
-instead under ``CI=true``), as the other database tests do.
+instead under ``CI=true``), as the other database tests do. ``bench/abuse.py`` is checked for the
+shape of its report only: its latencies and honest-client errors are what it measures.
 """
 
 from __future__ import annotations
@@ -70,3 +71,40 @@ def test_sessions_bench_reports_memory_per_session() -> None:
     assert positive(sum(game)), game
     assert report["login_failed"] == 0
     assert report["closed_by_server"] == 0
+
+
+def test_echo_bench_reports_throughput_and_cpu_per_echo() -> None:
+    report = run_bench("echo.py", "--quick")
+    scenarios = report["scenarios"]
+    for name in ("closed", "pipelined"):
+        for key in ("cluster", "baseline", "ratio"):
+            assert positive(scenarios[name][key]), (name, key, scenarios[name])
+    for key in ("p50_us", "p99_us", "baseline_p50_us", "baseline_p99_us"):
+        assert positive(scenarios["latency"][key]), (key, scenarios["latency"])
+    for name in ("closed", "pipelined", "latency"):
+        cpu = scenarios[name]["cpu_us_per_echo"]
+        baseline_cpu = scenarios[name]["baseline_cpu_us_per_echo"]
+        assert set(cpu) == {"gateway", "broker", "game", "client"}, cpu
+        assert set(baseline_cpu) == {"server", "client"}, baseline_cpu
+        for value in (*cpu.values(), *baseline_cpu.values()):
+            assert isinstance(value, int | float) and value >= 0, (name, cpu, baseline_cpu)
+
+
+def test_abuse_bench_reports_both_windows_and_every_flooder() -> None:
+    # Only the shape: the figures (and whether honest clients see errors) are what it measures.
+    report = run_bench("abuse.py", "--quick")
+    for name in ("quiet", "flooded"):
+        window = report["windows"][name]
+        for key in ("p50_us", "p99_us", "max_us", "echoes_per_s", "sessions_open",
+                    "error_kinds", "peak_rss_bytes", "cpu_percent"):  # fmt: skip
+            assert key in window, (name, key, window)
+        assert isinstance(window["errors"], int) and not isinstance(window["errors"], bool)
+        assert {"gateway", "game"} <= set(window["peak_rss_bytes"]), window["peak_rss_bytes"]
+    assert "p99_ratio" in report
+    assert isinstance(report["errors"], int) and not isinstance(report["errors"], bool)
+    assert report["honest_sessions"] == 50
+    flooders = report["flooders"]
+    assert [f["kind"] for f in flooders] == ["reader"] * 5 + ["non_reader"] * 5
+    for flooder in flooders:
+        assert isinstance(flooder["paused"], bool) and isinstance(flooder["dropped"], bool)
+        assert flooder["state"] in ("flowing", "paused", "dropped", "login_failed"), flooder
