@@ -97,7 +97,7 @@ class Monitor:
 
     def items(self, source: bytes, items: list[Item]) -> None:
         """A STATUS question (from `cluster status`): answer with the snapshot."""
-        if any(item.type == STATUS for item in items):
+        if any(mtype == STATUS for _, mtype, _ in items):
             assert self.link is not None
             reply = bus.pack_body([[0, STATUS, self.snapshot()]])
             self.link.send([bus.TO, source, reply])

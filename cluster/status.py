@@ -53,9 +53,9 @@ class MonitorClient:
         self._roster_known.set()
 
     def _on_items(self, source: bytes, items: list[Item]) -> None:
-        for item in items:
-            if item.type == STATUS and item.fields and isinstance(item.fields[0], dict):
-                self._settle(result=item.fields[0])
+        for _, mtype, fields in items:
+            if mtype == STATUS and fields and isinstance(fields[0], dict):
+                self._settle(result=fields[0])
 
     def _on_lost(self, identity: bytes, *_: Any) -> None:
         if identity.decode(errors="replace") in self.roster.get("monitor", []):

@@ -607,7 +607,7 @@ class Sessions:
 
     def unroutable(self, dest: bytes, items: list[Item]) -> None:
         reason = {b"game": "no_game_worker", b"auth": "no_auth_worker"}.get(dest, "worker_gone")
-        self._undeliverable([[item.sid, item.type] for item in items], reason)
+        self._undeliverable([[sid, mtype] for sid, mtype, _ in items], reason)
 
     def worker_gone(self, worker: bytes, reason: str = "worker_gone",
                     tell_worker: bool = False) -> None:  # fmt: skip

@@ -135,9 +135,9 @@ class AuthWorker:
         self.roster_known.set()
 
     def unroutable(self, dest: bytes, items: list[Item]) -> None:
-        for item in items:
-            if item.type in (PUSH, IN_GAME):  # no game worker at all
-                self._resolve(item.sid, item.fields[0], False)
+        for parameter, mtype, fields in items:
+            if mtype in (PUSH, IN_GAME):  # no game worker at all
+                self._resolve(parameter, fields[0], False)
 
     def gone(self, identity: bytes, role: str) -> None:
         if role == "game":
@@ -145,19 +145,18 @@ class AuthWorker:
             self.status_rows.release_owner(identity.decode(errors="replace"))
 
     def received_items(self, source: bytes, items: list[Item]) -> None:
-        for item in items:
-            mtype = item.type
+        for sid, mtype, fields in items:
             if mtype == REQ_LOGIN:
-                account_no, session_key = item.fields
+                account_no, session_key = fields
                 assert self.outbox is not None
-                self.outbox.add_soon(source, [item.sid, ACCEPTED])  # the gateway binds it to us
-                task = asyncio.create_task(self.login(source, item.sid, account_no, session_key))
+                self.outbox.add_soon(source, [sid, ACCEPTED])  # the gateway binds it to us
+                task = asyncio.create_task(self.login(source, sid, account_no, session_key))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             elif mtype == ACK:
-                self._resolve(item.sid, item.fields[0], True)
+                self._resolve(sid, fields[0], True)
             elif mtype == IN_GAME:
-                self._resolve(item.sid, item.fields[0], bool(item.fields[1]))
+                self._resolve(sid, fields[0], bool(fields[1]))
             elif mtype != CLOSE:  # a client that left needs no answer
                 self.counters["unexpected_item"] += 1
 

@@ -206,7 +206,7 @@ class GameWorker:
             table = self.gateways[source] = {}
         self.received += len(items)
         for item in items:
-            sid, mtype = item.sid, item.type
+            sid, mtype, _ = item
             session = table.get(sid)
             if session is None:
                 if mtype == LOGIN and self.draining:
@@ -242,7 +242,8 @@ class GameWorker:
     def _link_item(self, source: bytes, item: Item) -> None:
         """From an auth worker: SS_REQ_NEW_CLIENT_LOGIN and its cancel (systemlink), and the
         IN_GAME question (both modes)."""
-        parameter, mtype, account_no = item.sid, item.type, item.fields[0]
+        parameter, mtype, fields = item
+        account_no = fields[0]
         if mtype == IN_GAME:
             here = account_no in self.by_account
             self.outbox_add(source, [parameter, IN_GAME, account_no, int(here)])
@@ -253,7 +254,7 @@ class GameWorker:
             self.counters["push_ignored"] += 1  # not in systemlink mode: never ACK
             return
         if mtype == PUSH:
-            self.pending.push(account_no, item.fields[1], parameter)
+            self.pending.push(account_no, fields[1], parameter)
             self._holding(account_no)
             self.counters["key_pushed"] += 1
             self.outbox_add(source, [parameter, ACK, account_no, parameter])
@@ -415,10 +416,11 @@ class GameWorker:
                 self._game_packet(session, inbox.popleft())
 
     def _auth_packet(self, session: PlayerSession, item: Item) -> None:
-        if item.type != LOGIN:
+        _, mtype, fields = item
+        if mtype != LOGIN:
             self._close(session, "not_logged_in")
             return
-        account_no, session_key, version = item.fields
+        account_no, session_key, version = fields
         session.account_no = account_no
         if version != self.version:
             self._reply_login(session, GameLoginStatus.VERSION_MISS)
@@ -478,13 +480,13 @@ class GameWorker:
             self._close(session, "login_failed")
 
     def _game_packet(self, session: PlayerSession, item: Item) -> None:
-        mtype = item.type
+        sid, mtype, fields = item
         if mtype == ECHO:
-            account_no, send_tick = item.fields
+            account_no, send_tick = fields
             if account_no != session.account_no:
                 self._close(session, "account_mismatch")
                 return
-            self.outbox_add(session.gateway, [item.sid, RES_ECHO, account_no, send_tick])
+            self.outbox_add(session.gateway, [sid, RES_ECHO, account_no, send_tick])
             self.counters["echo"] += 1
         elif mtype == HEARTBEAT:
             self.counters["heartbeat"] += 1
