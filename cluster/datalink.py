@@ -1,55 +1,44 @@
 """The data link: bound sessions' traffic straight between a gateway and a game worker.
 
 The broker is the registry, the placement authority, the login path and the control plane; it
-is not on the path of a session once the session is bound. Every gateway binds one ROUTER, its
-*data port* (:class:`GatewayDataPort`), and names it in its READY info; the broker's ROSTER
-passes the names on, and every game worker connects one DEALER to each gateway's data port
-(:class:`WorkerDataLinks`), with its bus identity as routing id. Items then go:
+is not on the path of a session once the session is bound. Every gateway opens one *data port*
+(a :class:`GatewayDataPort`) and names it in its READY info; the broker's ROSTER passes the names
+on, and every game worker links to each gateway's data port (:class:`WorkerDataLinks`),
+identifying itself by its bus identity. Items then go:
 
 - gateway -> worker: a new session's opening request through the broker (PLACE, which picks the
   worker); everything after the worker's ACCEPTED over the data link (the worker said HELLO
-  first on the same pipe, so the gateway can address it);
-- worker -> gateway: everything over the data link (the DEALER queues until connected, so the
-  ACCEPTED and RES_LOGIN of a login can never be overtaken by a later reply).
+  first on the same link, so the gateway can address it);
+- worker -> gateway: everything over the data link (it queues until connected, so the ACCEPTED
+  and RES_LOGIN of a login can never be overtaken by a later reply).
 
 So a broker that is killed, restarted or paused costs bound sessions nothing. Each side
 heartbeats the other on the link every ``broker.heartbeat_interval`` and gives it up after
-``heartbeat_interval x heartbeat_liveness`` of silence (or, at the gateway, when the ROUTER says
-the worker's connection is gone): the gateway then closes that worker's clients, the worker
-releases that gateway's sessions, whether or not the broker is there to say GONE.
+``heartbeat_interval x heartbeat_liveness`` of silence, or at once when the connection is lost:
+the gateway then closes that worker's clients, the worker releases that gateway's sessions,
+whether or not the broker is there to say GONE.
 
-Flow control: both sockets have a small HWM (:data:`DATA_HWM` messages). A send that would
-exceed it reports FULL and the caller keeps the items and stops reading from whoever produces
-them (the gateway pauses the clients bound to that worker; see gateway.sessions).
+Flow control: a send that finds the link's queue full reports :attr:`Sent.FULL`; the caller
+keeps the items, in order, and stops reading from whoever produces them (the gateway pauses the
+clients bound to that worker; see gateway.sessions); a worker whose inbox is full pauses reading
+its links, which fills them.
 
-With ``[security] curve`` the data port is a CURVE server with the cluster's server key (so a
-gateway host needs ``broker.key_secret`` too) and admits only the cluster's client keys.
+Two transports, one contract: plain TCP streams (:mod:`cluster.datalink_stream`, the default:
+no I/O threads, about half the round-trip time) and, when ``[security] curve`` is on, CurveZMQ
+(:mod:`cluster.datalink_zmq`: encrypted and authenticated like the rest of the bus). Endpoints
+say which: ``stream://HOST:PORT`` or ``tcp://HOST:PORT``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import errno
-import logging
 import socket as pysocket
-import time
 from collections import Counter
 from collections.abc import Callable
 from enum import Enum
-from typing import Any
+from typing import Protocol
 from urllib.parse import urlsplit
 
-import zmq
-
-from cluster import bus
 from cluster.config import Config
-from cluster.security import Gatekeeper, client_keys, secure_client, secure_server
-from cluster.zsocket import SocketReader
-
-log = logging.getLogger("cluster.datalink")
-
-#: Messages (batches of items) queued per direction of one link before sends report FULL.
-DATA_HWM = 1000
 
 
 class Sent(Enum):
@@ -58,6 +47,35 @@ class Sent(Enum):
     OK = 0
     FULL = 1  # the link's queue is full: keep the items, try again soon
     UNREACHABLE = 2  # no connection to that peer
+
+
+class GatewayDataPort(Protocol):
+    """The gateway's end. ``workers`` maps the workers that said HELLO (those the gateway may
+    address) to when each was last heard; ``endpoint`` is what workers connect to (after
+    :meth:`start`)."""
+
+    workers: dict[bytes, float]
+    endpoint: str
+
+    async def start(self) -> None: ...
+    def close(self, linger_ms: int = 200) -> None: ...
+    def send(self, worker: bytes, body: bytes) -> Sent: ...
+    def forget(self, worker: bytes) -> None: ...
+
+
+class WorkerDataLinks(Protocol):
+    """A game worker's end: one link per gateway data port."""
+
+    paused: bool
+
+    def start(self) -> None: ...
+    def close(self, linger_ms: int = 200) -> None: ...
+    def learn(self, endpoints: dict[str, str]) -> None: ...
+    def reachable(self, gateway: bytes) -> bool: ...
+    def send(self, gateway: bytes, body: bytes) -> bool: ...
+    def forget(self, gateway: bytes) -> None: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
 
 
 def advertised_host(config: Config) -> str:
@@ -78,277 +96,47 @@ def advertised_host(config: Config) -> str:
 
 def data_bind(config: Config) -> str:
     """What the gateway's data port binds: ``gateway.data_bind``, or this host's address that
-    reaches the broker on any free port."""
+    reaches the broker on any free port (``tcp://HOST:*``)."""
     return config.gateway.data_bind or f"tcp://{advertised_host(config)}:*"
 
 
-def _advertise(bound: str, config: Config) -> str:
-    """The endpoint workers connect to for a bound endpoint (a wildcard host is replaced)."""
+def advertise(bound: str, config: Config) -> str:
+    """The endpoint workers connect to for a bound one (a wildcard host is replaced)."""
     parts = urlsplit(bound)
-    if parts.scheme == "tcp" and parts.hostname in ("0.0.0.0", "::", "*"):
-        return f"tcp://{advertised_host(config)}:{parts.port}"
+    if parts.hostname in ("0.0.0.0", "::", "*"):
+        return f"{parts.scheme}://{advertised_host(config)}:{parts.port}"
     return bound
 
 
-class GatewayDataPort:
-    """The gateway's end: one bound ROUTER that every game worker connects to.
+def gateway_data_port(
+    config: Config,
+    counters: Counter[str],
+    on_items: Callable[[bytes, list[bytes]], None],
+    on_lost: Callable[[bytes, str], None],
+) -> GatewayDataPort:
+    """The data port the configuration asks for (raises OSError / zmq.ZMQError when it cannot
+    be bound, SecurityError when CURVE keys are missing)."""
+    if config.security.curve:
+        from cluster.datalink_zmq import ZmqGatewayDataPort
 
-    ``on_items(worker, bodies)`` receives DATA; ``on_lost(worker, reason)`` is called once when a
-    worker that said HELLO goes silent or unreachable. ``workers`` holds the workers that said
-    HELLO (those the gateway may address) and when each was last heard."""
+        return ZmqGatewayDataPort(config, counters, on_items, on_lost)
+    from cluster.datalink_stream import StreamGatewayDataPort
 
-    def __init__(
-        self,
-        config: Config,
-        counters: Counter[str],
-        on_items: Callable[[bytes, list[bytes]], None],
-        on_lost: Callable[[bytes, str], None],
-        context: zmq.Context[Any] | None = None,
-    ) -> None:
-        self.counters = counters
-        self.on_items = on_items
-        self.on_lost = on_lost
-        self.interval = config.broker.heartbeat_interval
-        self.silence = self.interval * config.broker.heartbeat_liveness
-        self.workers: dict[bytes, float] = {}
-        context = context or zmq.Context.instance()
-        sock = context.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        sock.setsockopt(zmq.SNDHWM, DATA_HWM)
-        sock.setsockopt(zmq.RCVHWM, DATA_HWM)
-        sock.setsockopt(zmq.LINGER, 0)
-        self.gatekeeper: Gatekeeper | None = None
-        if config.security.curve or config.security.allow_from:
-            self.gatekeeper = Gatekeeper(context, config)
-            self.gatekeeper.start()
-        secure_server(sock, config)
-        sock.bind(data_bind(config))
-        self.socket = sock
-        self.endpoint = _advertise(sock.getsockopt_string(zmq.LAST_ENDPOINT), config)
-        self._reader: SocketReader | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._reader = SocketReader(self.socket, self._handle, self.counters)
-        self._task = asyncio.create_task(self._heartbeat(), name="data-port-heartbeat")
-
-    def close(self, linger_ms: int = 200) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        if self._reader is not None:
-            self._reader.close()
-        self.socket.close(linger=linger_ms)
-        if self.gatekeeper is not None:
-            self.gatekeeper.stop()
-
-    def _handle(self, frames: list[bytes]) -> None:
-        if len(frames) < 2:
-            self.counters["bad_bus_message"] += 1
-            return
-        worker, command = frames[0], frames[1]
-        if command == bus.DATA:
-            self.workers[worker] = time.monotonic()
-            self.on_items(worker, frames[2:])
-        elif command == bus.HEARTBEAT or command == bus.HELLO:
-            if worker not in self.workers:
-                log.info("game worker %s joined the data port", worker.decode(errors="replace"))
-            self.workers[worker] = time.monotonic()
-        else:
-            self.counters["bad_bus_message"] += 1
-
-    def send(self, worker: bytes, body: bytes) -> Sent:
-        """Queue one body of items for `worker` (which must have said HELLO)."""
-        try:
-            self.socket.send_multipart([worker, bus.DATA, body], zmq.NOBLOCK)
-            result = Sent.OK
-        except zmq.Again:
-            result = Sent.FULL
-        except zmq.ZMQError as exc:
-            if exc.errno != errno.EHOSTUNREACH:
-                raise
-            result = Sent.UNREACHABLE
-        if self._reader is not None:
-            self._reader.check()
-        return result
-
-    def forget(self, worker: bytes) -> None:
-        """The broker says `worker` is gone: stop addressing it."""
-        self.workers.pop(worker, None)
-
-    def _lose(self, worker: bytes, reason: str) -> None:
-        if self.workers.pop(worker, None) is not None:
-            self.counters[reason] += 1
-            log.warning("game worker %s lost on the data port (%s)",
-                        worker.decode(errors="replace"), reason)  # fmt: skip
-            self.on_lost(worker, reason)
-
-    async def _heartbeat(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            now = time.monotonic()
-            for worker, heard in list(self.workers.items()):
-                if now - heard > self.silence:
-                    self._lose(worker, "data_link_silent")
-                    continue
-                try:
-                    self.socket.send_multipart([worker, bus.HEARTBEAT], zmq.NOBLOCK)
-                except zmq.Again:
-                    pass  # a full queue is traffic enough
-                except zmq.ZMQError as exc:
-                    if exc.errno != errno.EHOSTUNREACH:
-                        raise
-                    self._lose(worker, "data_link_lost")
-            if self._reader is not None:
-                self._reader.check()
+    return StreamGatewayDataPort(config, counters, on_items, on_lost)
 
 
-class _Link:
-    __slots__ = ("endpoint", "heard", "reader", "socket")
+def worker_data_links(
+    config: Config,
+    identity: bytes,
+    counters: Counter[str],
+    on_items: Callable[[bytes, list[bytes]], None],
+    on_lost: Callable[[bytes], None],
+) -> WorkerDataLinks:
+    """The worker's end for the configured transport."""
+    if config.security.curve:
+        from cluster.datalink_zmq import ZmqWorkerDataLinks
 
-    def __init__(self, sock: zmq.Socket[Any], reader: SocketReader, endpoint: str) -> None:
-        self.socket = sock
-        self.reader = reader
-        self.endpoint = endpoint
-        self.heard = time.monotonic()
+        return ZmqWorkerDataLinks(config, identity, counters, on_items, on_lost)
+    from cluster.datalink_stream import StreamWorkerDataLinks
 
-
-class WorkerDataLinks:
-    """A game worker's end: one DEALER per gateway data port.
-
-    ``on_items(gateway, bodies)`` receives DATA; ``on_lost(gateway)`` is called once when a
-    gateway's link stays silent past the liveness rule (the link is closed then)."""
-
-    def __init__(
-        self,
-        config: Config,
-        identity: bytes,
-        counters: Counter[str],
-        on_items: Callable[[bytes, list[bytes]], None],
-        on_lost: Callable[[bytes], None],
-        context: zmq.Context[Any] | None = None,
-    ) -> None:
-        self.identity = identity
-        self.counters = counters
-        self.on_items = on_items
-        self.on_lost = on_lost
-        self.interval = config.broker.heartbeat_interval
-        self.silence = self.interval * config.broker.heartbeat_liveness
-        self.curve = client_keys(config)
-        self.context = context or zmq.Context.instance()
-        self.endpoints: dict[bytes, str] = {}  # every gateway's data port, from the roster
-        self.links: dict[bytes, _Link] = {}
-        self.paused = False
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._heartbeat(), name="data-links-heartbeat")
-
-    def close(self, linger_ms: int = 200) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        for gateway in list(self.links):
-            self._close(gateway, linger_ms)
-
-    def learn(self, endpoints: dict[str, str]) -> None:
-        """The roster's gateways: connect to new ones (links to others stay until lost or GONE:
-        a restarted broker's first rosters may not list every gateway yet)."""
-        for name, endpoint in endpoints.items():
-            gateway = name.encode()
-            self.endpoints[gateway] = endpoint
-            link = self.links.get(gateway)
-            if link is not None and link.endpoint != endpoint:
-                self._close(gateway)
-            if gateway not in self.links:
-                self._connect(gateway, endpoint)
-
-    def reachable(self, gateway: bytes) -> bool:
-        """Whether items for `gateway` go over a data link (connecting one if its port is
-        known); False: the gateway has no data port, use the broker."""
-        if gateway in self.links:
-            return True
-        endpoint = self.endpoints.get(gateway)
-        if endpoint is None:
-            return False
-        self._connect(gateway, endpoint)
-        return True
-
-    def _connect(self, gateway: bytes, endpoint: str) -> None:
-        sock = self.context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.ROUTING_ID, self.identity)
-        sock.setsockopt(zmq.SNDHWM, DATA_HWM)
-        sock.setsockopt(zmq.RCVHWM, DATA_HWM)
-        sock.setsockopt(zmq.LINGER, 0)
-        secure_client(sock, self.curve)
-        sock.connect(endpoint)
-        reader = SocketReader(sock, lambda frames: self._handle(gateway, frames), self.counters)
-        if self.paused:
-            reader.pause()
-        self.links[gateway] = _Link(sock, reader, endpoint)
-        sock.send_multipart([bus.HELLO], zmq.NOBLOCK)
-        log.info("data link to gateway %s at %s", gateway.decode(errors="replace"), endpoint)
-
-    def _handle(self, gateway: bytes, frames: list[bytes]) -> None:
-        link = self.links.get(gateway)
-        if link is None:
-            return
-        link.heard = time.monotonic()
-        command = frames[0]
-        if command == bus.DATA:
-            self.on_items(gateway, frames[1:])
-        elif command != bus.HEARTBEAT:
-            self.counters["bad_bus_message"] += 1
-
-    def send(self, gateway: bytes, body: bytes) -> bool:
-        """Queue one body for `gateway` (whose link must exist); False when its queue is full."""
-        link = self.links[gateway]
-        try:
-            link.socket.send_multipart([bus.DATA, body], zmq.NOBLOCK)
-            ok = True
-        except zmq.Again:
-            ok = False
-        link.reader.check()
-        return ok
-
-    def forget(self, gateway: bytes) -> None:
-        """The broker says `gateway` is gone."""
-        self.endpoints.pop(gateway, None)
-        self._close(gateway)
-
-    def pause(self) -> None:
-        """Stop reading every link (the worker's inbox is full); senders see FULL soon."""
-        self.paused = True
-        for link in self.links.values():
-            link.reader.pause()
-
-    def resume(self) -> None:
-        if self.paused:
-            self.paused = False
-            for link in self.links.values():
-                link.reader.resume()
-
-    def _close(self, gateway: bytes, linger_ms: int = 0) -> None:
-        link = self.links.pop(gateway, None)
-        if link is not None:
-            link.reader.close()
-            link.socket.close(linger=linger_ms)
-
-    async def _heartbeat(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            now = time.monotonic()
-            for gateway, link in list(self.links.items()):
-                if self.paused:
-                    link.heard = now  # not reading is our doing, not the gateway's silence
-                elif now - link.heard > self.silence:
-                    self.counters["data_link_silent"] += 1
-                    log.warning("gateway %s silent on the data link for %.1fs",
-                                gateway.decode(errors="replace"), now - link.heard)  # fmt: skip
-                    self._close(gateway)
-                    self.on_lost(gateway)
-                    continue
-                try:
-                    link.socket.send_multipart([bus.HEARTBEAT], zmq.NOBLOCK)
-                except zmq.Again:
-                    pass
-                link.reader.check()
+    return StreamWorkerDataLinks(config, identity, counters, on_items, on_lost)

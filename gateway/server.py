@@ -16,7 +16,7 @@ import zmq
 from cluster import runtime
 from cluster.codec import Codec
 from cluster.config import Config
-from cluster.datalink import GatewayDataPort, data_bind
+from cluster.datalink import data_bind, gateway_data_port
 from cluster.db import Database, open_database
 from cluster.dispatch import Dispatcher
 from cluster.link import bus_link
@@ -85,11 +85,12 @@ async def run(config: Config) -> int:
         whitelist.start()
 
     try:
-        data = GatewayDataPort(
+        data = gateway_data_port(
             config, counters, lambda worker, bodies: handlers[0].deliver(worker, bodies),
             lambda worker, reason: sessions.worker_gone(worker, reason, tell_worker=True),
         )  # fmt: skip
-    except zmq.ZMQError as exc:
+        await data.start()
+    except (OSError, zmq.ZMQError) as exc:
         log.error("cannot bind gateway.data_bind %s: %s", data_bind(config), exc)
         return 1
     except SecurityError as exc:
@@ -132,7 +133,6 @@ async def run(config: Config) -> int:
     reporter = Reporter(
         link, ProcessSampler(link.identity.decode(), "gateway", sessions.collect), LOG_KEYS, log
     )
-    data.start()
     await link.start()
     reporter.start()
     registered = asyncio.create_task(link.registered.wait())

@@ -12,13 +12,14 @@ import asyncio
 import re
 import socket
 import time
+from urllib.parse import urlsplit
 
 import msgpack
 import psutil
-import zmq
 
 from cluster import bus
 from cluster.codec import Codec
+from cluster.datalink_stream import DATA, HELLO, frame
 from cluster.messages import (
     SERVER_MESSAGES,
     GameLoginStatus,
@@ -241,9 +242,7 @@ def test_malformed_bus_items_from_a_rogue_peer_cost_honest_sessions_nothing(make
     roster = bus.unpack_info(rogue.expect(bus.ROSTER)[1])
     gateway_id = roster["gateway"][0].encode()
     worker_id = roster["game"][0].encode()
-    data_port = zmq.Context.instance().socket(zmq.DEALER)  # straight at the gateway's data port
-    data_port.setsockopt(zmq.LINGER, 0)
-    data_port.connect(roster["data"][roster["gateway"][0]])
+    data_host, data_port_no = urlsplit(roster["data"][roster["gateway"][0]]).netloc.split(":")
 
     async def scenario():
         honest = []
@@ -253,14 +252,21 @@ def test_malformed_bus_items_from_a_rogue_peer_cost_honest_sessions_nothing(make
             honest.append(client)
         stop = asyncio.Event()
         rounds = asyncio.create_task(_honest_rounds(honest, stop))
+        # Straight at the gateway's data port: a peer that says HELLO, then sends garbage items
+        # and unknown frame kinds; and one that breaks the framing at once.
+        _, data_port = await asyncio.open_connection(data_host, int(data_port_no))
+        data_port.write(frame(HELLO, b"rogue"))
+        _, breaker = await asyncio.open_connection(data_host, int(data_port_no))
+        breaker.write(b"\xff" * 64)
         for _ in range(40):  # every 50 ms for 2 s, to the gateway and the worker, both ways in
             for body in _malformed_bodies():
                 rogue.send([bus.TO, gateway_id, body])
                 rogue.send([bus.TO, worker_id, body])
-                data_port.send_multipart([bus.DATA, body])
+                data_port.write(frame(DATA, body))
             rogue.send([bus.TO, gateway_id])  # no body at all
-            data_port.send_multipart([b"NONSENSE", b""])
+            data_port.write(frame(ord("?"), b"nonsense"))
             await asyncio.sleep(0.05)
+        data_port.close()
         fresh = await GameClient.connect("127.0.0.1", cluster.game_port)  # logins still work
         fresh_login = (await fresh.login(50)).status
         stop.set()
@@ -272,7 +278,6 @@ def test_malformed_bus_items_from_a_rogue_peer_cost_honest_sessions_nothing(make
         echoed, fresh_login, still_open, fresh_echo = run(scenario())
     finally:
         rogue.close()
-        data_port.close()
     assert echoed > 0 and still_open == [True] * 3
     assert fresh_login == GameLoginStatus.OK
     assert fresh_echo == [GameResEcho(50, 0), GameResEcho(50, 1)]

@@ -40,7 +40,7 @@ from typing import Any
 from cluster import bus, runtime
 from cluster.bus import Item
 from cluster.config import Config
-from cluster.datalink import WorkerDataLinks
+from cluster.datalink import WorkerDataLinks, worker_data_links
 from cluster.db import Database, open_database
 from cluster.dispatch import Dispatcher, Roster
 from cluster.link import BusLink, bus_link
@@ -535,8 +535,8 @@ async def run(config: Config) -> int:
         info={"key_check": key_check.name},
         counters=worker.counters,
     )
-    data = WorkerDataLinks(config, link.identity, worker.counters, dispatch.deliver,
-                           worker.peer_gone)  # fmt: skip
+    data = worker_data_links(config, link.identity, worker.counters, dispatch.deliver,
+                             worker.peer_gone)  # fmt: skip
     worker.attach(link, data)
     if db is not None:
         worker.status_rows = StatusRows(db, link.identity.decode(), worker.counters)
