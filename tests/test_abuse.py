@@ -109,8 +109,9 @@ async def _blind_flooder(port: int, account: int, stop: asyncio.Event) -> None:
 
 
 def test_flooders_reading_or_not_are_held_back_and_honest_sessions_see_nothing(make_cluster):
-    cluster = make_cluster(gateway={"stall_timeout": 1.5})
-    _, gateway, _ = cluster.start_spine()
+    # A tiny worker inbox, so that the worker's pressure reaches the gateway as well.
+    cluster = make_cluster(gateway={"stall_timeout": 1.5}, game={"max_inbox": 100})
+    _, gateway, (worker,) = cluster.start_spine()
     process = psutil.Process(gateway.pid)
 
     async def scenario():
@@ -155,6 +156,8 @@ def test_flooders_reading_or_not_are_held_back_and_honest_sessions_see_nothing(m
     assert int(re.search(r"\binflight=(\d+)", held).group(1)) > 0, held
     drops = gateway.wait_log(r"stopped: .*drops: (.*)").group(1)
     assert "bus_unavailable" not in drops and "worker_gone" not in drops, drops
+    assert worker.stop() == 0
+    assert re.search(r"'inbox_full': [1-9]", worker.log()), worker.log()[-2000:]
 
 
 def test_a_client_dribbling_partial_packets_is_closed_at_the_heartbeat_timeout(make_cluster):
