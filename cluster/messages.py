@@ -163,12 +163,17 @@ class MessageSpec:
 
     def unpack(self, plain: bytes) -> Message:
         """The record for a plain payload whose type and size were already checked."""
+        return self.cls._make(self.unpack_fields(plain))  # type: ignore[attr-defined]
+
+    def unpack_fields(self, plain: bytes) -> tuple[Any, ...]:
+        """The fields, in wire order, of a plain payload whose type and size were checked."""
         values = self.body.unpack_from(plain, 2)
         if self.converters:
-            values = list(values)  # type: ignore[assignment]
+            converted = list(values)
             for index, _, from_wire in self.converters:
-                values[index] = from_wire(values[index])  # type: ignore[index]
-        return self.cls._make(values)  # type: ignore[attr-defined]
+                converted[index] = from_wire(converted[index])
+            return tuple(converted)
+        return values
 
 
 _KEY = (_key_to_wire, bytes)

@@ -154,7 +154,7 @@ class ClientConnection(asyncio.Protocol):
         self.rules = rules
         self.sid = 0
         self.transport: asyncio.Transport | None = None
-        self.decoder = sessions.codec.decoder(rules.accept)
+        self.decoder = sessions.codec.decoder(rules.accept, records=False)
         self.worker: bytes | None = None  # worker holding this session, once bound
         self.placed_at = 0.0  # when the opening request was sent for placement (0: not yet)
         self.backlog: list[list[Any]] = []  # items received while the opening request is in flight
@@ -368,31 +368,30 @@ class Sessions:
     def from_client(self, conn: ClientConnection, messages: list[Any]) -> None:
         sid, rules = conn.sid, conn.rules
         self.received += len(messages)
-        for message in messages:
-            mtype = message.TYPE
+        for mtype, fields in messages:
             if conn.worker is not None and not rules.single_request:
                 if mtype == HEARTBEAT and conn.in_game:
                     continue  # it only refreshes the idle timer, which lives here
                 outbox = self._outbox.get(conn.worker)
                 if outbox is None:
                     self._outbox[conn.worker] = outbox = []
-                outbox.append([sid, mtype, *message])
+                outbox.append([sid, mtype, *fields])
                 if mtype in ANSWERED:
                     conn.inflight += 1
             elif conn.placed_at:
                 if rules.single_request:
                     self.drop(conn, "extra_request")
                     return
-                conn.backlog.append([sid, mtype, *message])
+                conn.backlog.append([sid, mtype, *fields])
             elif mtype == rules.opening:
-                conn.account_no = message.account_no
+                conn.account_no = account_no = fields[0]  # both openings lead with AccountNo
                 if self.login_rate and not self._login_allowed(conn.ip):
                     self._refuse(conn, "login_rate_limited")
                     return
                 conn.placed_at = time.monotonic()
                 conn.inflight += 1
                 self._placements.setdefault(rules.service, []).append(
-                    (message.account_no, [sid, mtype, *message])
+                    (account_no, [sid, mtype, *fields])
                 )
             else:
                 self.drop(conn, "not_logged_in")

@@ -193,6 +193,25 @@ def test_every_message_round_trips(
     assert type(decoded[0]) is type(message)
 
 
+def test_a_relay_decoder_yields_type_and_fields_in_wire_order() -> None:
+    c = Codec()
+    stream = b"".join(c.encode(m) for m in REPRESENTATIVES)
+    decoded = c.decoder(ALL_TYPES, records=False).feed(stream)
+    assert decoded == [(m.TYPE, tuple(m)) for m in REPRESENTATIVES]  # type: ignore[attr-defined]
+    assert all(type(fields) is tuple for _, fields in decoded)
+
+
+def test_a_limited_feed_leaves_the_rest_undecoded_for_the_next_call() -> None:
+    c = Codec()
+    echoes = [GameReqEcho(7, tick) for tick in range(10)]
+    decoder = c.decoder(ALL_TYPES)
+    assert decoder.feed(b"".join(c.encode(m) for m in echoes), limit=4) == echoes[:4]
+    assert decoder.has_packet()
+    assert decoder.feed(limit=0) == []
+    assert decoder.feed(limit=100) == echoes[4:]
+    assert not decoder.has_packet() and decoder.buffered == 0
+
+
 @pytest.mark.parametrize("message", REPRESENTATIVES, ids=lambda m: type(m).__name__)
 def test_encode_fields_equals_encode(message: object) -> None:
     c = Codec()
