@@ -176,9 +176,13 @@ class Reporter:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="stats-reporter")
 
-    def stop(self) -> None:
+    def stop(self, final: bool = False) -> None:
+        """Stop sampling; with `final`, send one last sample first (so counters reached after
+        the last tick, e.g. a stopping gateway's accepts, are not lost to the monitor)."""
         if self._task is not None:
             self._task.cancel()
+        if final and self.link.registered.is_set():
+            self.link.send([bus.STATS, bus.pack_info(self.sampler.sample())])
 
     async def _run(self) -> None:
         next_log = time.monotonic() + 1.5

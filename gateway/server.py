@@ -145,10 +145,10 @@ async def run(config: Config) -> int:
         )  # fmt: skip
         await _serve(sessions, config, stop)
     registered.cancel()
-    reporter.stop()
     # Drain: accept nothing more, let the logins in flight be answered (bounded), then close.
     for server in servers:
         server.close()
+    reporter.stop(final=True)  # its last sample counts every accept
     deadline = time.monotonic() + min(gw.reply_timeout, DRAIN_TIMEOUT)
     while sessions.waiting() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)

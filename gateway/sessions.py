@@ -79,7 +79,7 @@ ANSWERED = frozenset({GameReqEcho.TYPE, GameReqLogin.TYPE, LoginReqLogin.TYPE})
 STALL_RETRY = 0.002
 #: Messages decoded for one client per turn (loop iteration): a pipelining client waits for the
 #: next iteration for more, so one with hundreds in flight cannot delay everyone's iteration.
-TURN_BUDGET = 64
+TURN_BUDGET = 32
 #: Kernel send buffer per client socket: replies a client does not read pile up in our transport
 #: (where pause_writing sees them) instead of in megabytes of autotuned kernel memory.
 CLIENT_SNDBUF = 64 * 1024
