@@ -31,14 +31,17 @@ say which: ``stream://HOST:PORT`` or ``tcp://HOST:PORT``.
 
 from __future__ import annotations
 
+import logging
 import socket as pysocket
 from collections import Counter
 from collections.abc import Callable
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from cluster.config import Config
+
+log = logging.getLogger("cluster.datalink")
 
 
 class Sent(Enum):
@@ -76,6 +79,61 @@ class WorkerDataLinks(Protocol):
     def forget(self, gateway: bytes) -> None: ...
     def pause(self) -> None: ...
     def resume(self) -> None: ...
+
+
+class LinkBook:
+    """What both worker-side transports keep: every gateway's data port (from the roster) and
+    the open links, keyed by gateway identity. A subclass provides ``_connect`` and ``_close``
+    and the endpoint ``scheme`` it speaks."""
+
+    scheme = ""
+
+    def __init__(self, counters: Counter[str]) -> None:
+        self.counters = counters
+        self.endpoints: dict[bytes, str] = {}
+        self.links: dict[bytes, Any] = {}
+        self.paused = False
+
+    def learn(self, endpoints: dict[str, str]) -> None:
+        """The roster's gateways: connect to new ones (links to others stay until lost or GONE:
+        a restarted broker's first rosters may not list every gateway yet)."""
+        for name, endpoint in endpoints.items():
+            if not endpoint.startswith(self.scheme):
+                self.counters["data_transport_mismatch"] += 1
+                log.error(
+                    "gateway %s offers data port %s, but this worker speaks %s "
+                    "(is security.curve the same on every host?)", name, endpoint, self.scheme,
+                )  # fmt: skip
+                continue
+            gateway = name.encode()
+            self.endpoints[gateway] = endpoint
+            link = self.links.get(gateway)
+            if link is not None and link.endpoint != endpoint:
+                self._close(gateway)
+            if gateway not in self.links:
+                self._connect(gateway, endpoint)
+
+    def reachable(self, gateway: bytes) -> bool:
+        """Whether items for `gateway` go over a data link (connecting one if its port is
+        known); False: the gateway has no data port, use the broker."""
+        if gateway in self.links:
+            return True
+        endpoint = self.endpoints.get(gateway)
+        if endpoint is None:
+            return False
+        self._connect(gateway, endpoint)
+        return True
+
+    def forget(self, gateway: bytes) -> None:
+        """The broker says `gateway` is gone."""
+        self.endpoints.pop(gateway, None)
+        self._close(gateway)
+
+    def _connect(self, gateway: bytes, endpoint: str) -> None:
+        raise NotImplementedError
+
+    def _close(self, gateway: bytes) -> None:
+        raise NotImplementedError
 
 
 def advertised_host(config: Config) -> str:

@@ -19,7 +19,6 @@ data port applies ``security.allow_from`` to the addresses that connect.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 import struct
@@ -30,8 +29,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cluster.config import Config
-from cluster.datalink import Sent, advertise, data_bind
-from cluster.security import networks
+from cluster.datalink import LinkBook, Sent, advertise, data_bind
+from cluster.security import address_allowed, networks
 
 log = logging.getLogger("cluster.datalink")
 
@@ -187,13 +186,7 @@ class StreamGatewayDataPort:
                 conn.transport.close()  # what is queued still goes out
 
     def allowed(self, address: str) -> bool:
-        if not self.networks:
-            return True
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self.networks)
+        return address_allowed(self.networks, address)
 
     def joined(self, worker: bytes, conn: _WorkerConnection) -> None:
         old = self._conns.get(worker)
@@ -290,8 +283,10 @@ class _GatewayLink(asyncio.Protocol):
         self.links.dropped(self)
 
 
-class StreamWorkerDataLinks:
+class StreamWorkerDataLinks(LinkBook):
     """A game worker's end: one TCP connection per gateway data port."""
+
+    scheme = "stream://"
 
     def __init__(
         self,
@@ -301,15 +296,13 @@ class StreamWorkerDataLinks:
         on_items: Callable[[bytes, list[bytes]], None],
         on_lost: Callable[[bytes], None],
     ) -> None:
+        super().__init__(counters)
         self.identity = identity
-        self.counters = counters
         self.on_items = on_items
         self.on_lost = on_lost
         self.interval = config.broker.heartbeat_interval
         self.silence = self.interval * config.broker.heartbeat_liveness
-        self.endpoints: dict[bytes, str] = {}
         self.links: dict[bytes, _GatewayLink] = {}
-        self.paused = False
         self._task: asyncio.Task[None] | None = None
         self._opening: set[asyncio.Task[Any]] = set()
 
@@ -321,34 +314,6 @@ class StreamWorkerDataLinks:
             self._task.cancel()
         for gateway in list(self.links):
             self._close(gateway, flush=True)
-
-    def learn(self, endpoints: dict[str, str]) -> None:
-        """The roster's gateways: connect to new ones (links to others stay until lost or GONE:
-        a restarted broker's first rosters may not list every gateway yet)."""
-        for name, endpoint in endpoints.items():
-            if not endpoint.startswith("stream://"):
-                self.counters["data_transport_mismatch"] += 1
-                log.error(
-                    "gateway %s offers data port %s, but this worker speaks stream:// "
-                    "(is security.curve the same on every host?)", name, endpoint,
-                )  # fmt: skip
-                continue
-            gateway = name.encode()
-            self.endpoints[gateway] = endpoint
-            link = self.links.get(gateway)
-            if link is not None and link.endpoint != endpoint:
-                self._close(gateway)
-            if gateway not in self.links:
-                self._connect(gateway, endpoint)
-
-    def reachable(self, gateway: bytes) -> bool:
-        if gateway in self.links:
-            return True
-        endpoint = self.endpoints.get(gateway)
-        if endpoint is None:
-            return False
-        self._connect(gateway, endpoint)
-        return True
 
     def _connect(self, gateway: bytes, endpoint: str) -> None:
         link = _GatewayLink(self, gateway, endpoint)
@@ -388,10 +353,6 @@ class StreamWorkerDataLinks:
             link.dropped = True
             self.counters["data_link_lost"] += 1
             self.on_lost(link.gateway)
-
-    def forget(self, gateway: bytes) -> None:
-        self.endpoints.pop(gateway, None)
-        self._close(gateway)
 
     def pause(self) -> None:
         self.paused = True

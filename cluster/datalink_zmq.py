@@ -22,7 +22,7 @@ import zmq
 
 from cluster import bus
 from cluster.config import Config
-from cluster.datalink import Sent, advertise, data_bind
+from cluster.datalink import LinkBook, Sent, advertise, data_bind
 from cluster.security import Gatekeeper, client_keys, secure_client, secure_server
 from cluster.zsocket import SocketReader
 
@@ -155,11 +155,13 @@ class _Link:
         self.heard = time.monotonic()
 
 
-class ZmqWorkerDataLinks:
+class ZmqWorkerDataLinks(LinkBook):
     """A game worker's end: one DEALER per gateway data port.
 
     ``on_items(gateway, bodies)`` receives DATA; ``on_lost(gateway)`` is called once when a
     gateway's link stays silent past the liveness rule (the link is closed then)."""
+
+    scheme = "tcp://"
 
     def __init__(
         self,
@@ -170,17 +172,15 @@ class ZmqWorkerDataLinks:
         on_lost: Callable[[bytes], None],
         context: zmq.Context[Any] | None = None,
     ) -> None:
+        super().__init__(counters)
         self.identity = identity
-        self.counters = counters
         self.on_items = on_items
         self.on_lost = on_lost
         self.interval = config.broker.heartbeat_interval
         self.silence = self.interval * config.broker.heartbeat_liveness
         self.curve = client_keys(config)
         self.context = context or zmq.Context.instance()
-        self.endpoints: dict[bytes, str] = {}  # every gateway's data port, from the roster
         self.links: dict[bytes, _Link] = {}
-        self.paused = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -191,29 +191,6 @@ class ZmqWorkerDataLinks:
             self._task.cancel()
         for gateway in list(self.links):
             self._close(gateway, linger_ms)
-
-    def learn(self, endpoints: dict[str, str]) -> None:
-        """The roster's gateways: connect to new ones (links to others stay until lost or GONE:
-        a restarted broker's first rosters may not list every gateway yet)."""
-        for name, endpoint in endpoints.items():
-            gateway = name.encode()
-            self.endpoints[gateway] = endpoint
-            link = self.links.get(gateway)
-            if link is not None and link.endpoint != endpoint:
-                self._close(gateway)
-            if gateway not in self.links:
-                self._connect(gateway, endpoint)
-
-    def reachable(self, gateway: bytes) -> bool:
-        """Whether items for `gateway` go over a data link (connecting one if its port is
-        known); False: the gateway has no data port, use the broker."""
-        if gateway in self.links:
-            return True
-        endpoint = self.endpoints.get(gateway)
-        if endpoint is None:
-            return False
-        self._connect(gateway, endpoint)
-        return True
 
     def _connect(self, gateway: bytes, endpoint: str) -> None:
         sock = self.context.socket(zmq.DEALER)
@@ -251,11 +228,6 @@ class ZmqWorkerDataLinks:
             ok = False
         link.reader.check()
         return ok
-
-    def forget(self, gateway: bytes) -> None:
-        """The broker says `gateway` is gone."""
-        self.endpoints.pop(gateway, None)
-        self._close(gateway)
 
     def pause(self) -> None:
         """Stop reading every link (the worker's inbox is full); senders see FULL soon."""

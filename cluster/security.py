@@ -53,6 +53,18 @@ def networks(allow_from: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Netw
     return out
 
 
+def address_allowed(nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network],
+                    address: str) -> bool:  # fmt: skip
+    """Whether `address` is in one of `nets` (an empty list allows every address)."""
+    if not nets:
+        return True
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in nets)
+
+
 def generate_keys(directory: Path, force: bool = False) -> list[Path]:
     """Create the broker and client key pairs in `directory`; returns the files written."""
     if not zmq.has("curve"):
@@ -133,13 +145,7 @@ class Gatekeeper:
         self._socket.close(linger=0)
 
     def _allowed_address(self, address: str) -> bool:
-        if not self.networks:
-            return True
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self.networks)
+        return address_allowed(self.networks, address)
 
     def decide(self, address: str, mechanism: bytes, credentials: list[bytes]) -> str | None:
         """None to admit, else the refusal reason."""
