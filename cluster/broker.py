@@ -139,7 +139,9 @@ class Broker:
         poll_ms = max(1, int(self.interval * 1000 / 4))
         self._last_tick = time.monotonic()
         while not self._stop.is_set():
-            if self._poller.poll(poll_ms):
+            ready = self._poller.poll(poll_ms)
+            self.tick()  # a stall is noticed before anything received is acted on
+            if ready:
                 self._drain()
             self._evict_unreachable()
             now = self.tick()

@@ -51,9 +51,12 @@ async def _login_when_possible(lc, account, timeout: float = 30.0) -> GameClient
 def test_a_broker_fault_under_load_costs_no_session_and_no_echo(make_cluster, tmp_path, mode,
                                                                  fault):  # fmt: skip
     backend = Backend("sqlite", tmp_path)
+    # The issue's own scenario: the default heartbeat rules, and a pause of 10 s; a monitor so
+    # that samples flow through the broker as in a real cluster.
     lc = make_login_cluster(
-        make_cluster, backend, mode, broker={"heartbeat_interval": 0.3, "heartbeat_liveness": 3}
-    )
+        make_cluster, backend, mode, broker={"heartbeat_interval": 1.0, "heartbeat_liveness": 3},
+        start=("broker", "monitor", "game", "auth", "gateway"),
+    )  # fmt: skip
     lc.cluster.start("game")  # two game workers: sessions on both
     broker = lc.roles["broker"]
 
@@ -64,13 +67,13 @@ def test_a_broker_fault_under_load_costs_no_session_and_no_echo(make_cluster, tm
         await asyncio.sleep(0.5)  # load is flowing (a window of traffic, not a readiness wait)
         if fault == "kill":
             await asyncio.to_thread(broker.kill)
-            await asyncio.sleep(2.0)  # well past heartbeat_interval x liveness: peers notice
+            await asyncio.sleep(4.0)  # past heartbeat_interval x liveness: peers notice
             restarted = await asyncio.to_thread(lc.cluster.start, "broker")
             await asyncio.to_thread(restarted.wait_log, r"gateway registered", 20)
         else:
             broker.send_signal(signal.SIGSTOP)
             try:
-                await asyncio.sleep(3.0)  # ten heartbeat windows
+                await asyncio.sleep(10.0)  # peers give it up and reconnect, several times
             finally:
                 broker.send_signal(signal.SIGCONT)
         fresh = await _login_when_possible(lc, lc.accounts[SESSIONS])
