@@ -330,31 +330,46 @@ class Broker:
             self.counters["malformed"] += 1
             self._send(sender.identity, [bus.UNROUTABLE, service_name, *bodies])
             return
-        batches: dict[bytes, list[bytes]] = {}
-        by_account = service.name == "game"
-        for key, body in zip(keys, bodies, strict=True):
-            worker = None
-            if by_account:
-                holder = self.holders.get(key)
-                worker = service.workers.get(holder) if holder is not None else None
-            if worker is None:
-                worker = service.least_loaded()
-                if worker is None:
-                    break
-                if by_account:
-                    self.holders[key] = worker.identity
-                    self.held.setdefault(worker.identity, set()).add(key)
-            worker.placed += 1
-            batches.setdefault(worker.identity, []).append(body)
-        undelivered = bodies[sum(len(b) for b in batches.values()) :]
-        for identity, group in batches.items():
-            if self._send(identity, [bus.FROM, sender.identity, *group]):
-                self.counters["placed"] += len(group)
-            else:
-                undelivered = [*undelivered, *group]
+        undelivered = self._place_on(service, sender, list(zip(keys, bodies, strict=True)))
         if undelivered:
             self.counters["unplaceable"] += len(undelivered)
             self._send(sender.identity, [bus.UNROUTABLE, service_name, *undelivered])
+
+    def _place_on(self, service: Service, sender: Peer,
+                  entries: list[tuple[int, bytes]]) -> list[bytes]:  # fmt: skip
+        """Deliver each ``(key, body)`` to its worker; returns the bodies nobody took. A worker
+        found unreachable while sending (it died and we have not evicted it yet) is taken out of
+        placement and its share goes to the others, so a worker's death costs no login."""
+        by_account = service.name == "game"
+        given_back: list[bytes] = []
+        for _attempt in range(3):
+            batches: dict[bytes, list[tuple[int, bytes]]] = {}
+            for entry in entries:
+                key = entry[0]
+                worker = None
+                if by_account:
+                    holder = self.holders.get(key)
+                    worker = service.workers.get(holder) if holder is not None else None
+                if worker is None:
+                    worker = service.least_loaded()
+                    if worker is None:
+                        return given_back + [body for _, body in entries]
+                    if by_account:
+                        self.holders[key] = worker.identity
+                        self.held.setdefault(worker.identity, set()).add(key)
+                worker.placed += 1
+                batches.setdefault(worker.identity, []).append(entry)
+            entries = []
+            for identity, group in batches.items():
+                if self._send(identity, [bus.FROM, sender.identity, *(b for _, b in group)]):
+                    self.counters["placed"] += len(group)
+                elif identity in self._unreachable:
+                    entries += group  # placed again on the next attempt
+                else:
+                    given_back += [body for _, body in group]  # its queue is full
+            if not entries:
+                return given_back
+        return given_back + [body for _, body in entries]
 
     def _send(self, identity: bytes, frames: list[bytes]) -> bool:
         """Send to one peer; False when it cannot take it. A peer whose connection is gone is
