@@ -63,7 +63,9 @@ class Dispatcher:
 
     Handlers (all optional): ``items(source, items)`` for FROM and data-link DATA,
     ``unroutable(dest, items)``, ``gone(identity, role)``, ``roster(Roster)``,
-    ``stats(source, sample)``, ``evicted()``, ``reset()``, ``registered(fresh)``."""
+    ``stats(source, sample)``, ``evicted()``, ``reset()``, ``registered(fresh)``.
+    ``encodes_replies``: the role puts every client-message item through the codec's encoder
+    (the gateway), which checks those items' fields; they are not checked twice."""
 
     def __init__(
         self,
@@ -77,8 +79,10 @@ class Dispatcher:
         evicted: Callable[[], None] | None = None,
         reset: Callable[[], None] | None = None,
         registered: Callable[[bool], None] | None = None,
+        encodes_replies: bool = False,
     ) -> None:
         self.counters = counters
+        self.encodes_replies = encodes_replies  # see cluster.bus.parse_items(encoded=...)
         self._items = items
         self._unroutable = unroutable
         self._gone = gone
@@ -146,12 +150,13 @@ class Dispatcher:
 
     def parse(self, bodies: list[bytes], source: bytes) -> list[Item]:
         """The checked items of `bodies`; malformed ones are counted and left out."""
+        encoded = self.encodes_replies
         if len(bodies) == 1:
-            items, bad = bus.parse_items(bodies[0])
+            items, bad = bus.parse_items(bodies[0], encoded)
         else:
             items, bad = [], 0
             for body in bodies:
-                more, worse = bus.parse_items(body)
+                more, worse = bus.parse_items(body, encoded)
                 items += more
                 bad += worse
         if bad:

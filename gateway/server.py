@@ -112,7 +112,7 @@ async def run(config: Config) -> int:
     sessions.counters = counters
     handlers.append(Dispatcher(
         counters, items=sessions.replies, unroutable=sessions.unroutable, gone=sessions.gone,
-        evicted=sessions.evicted, reset=sessions.reset,
+        evicted=sessions.evicted, reset=sessions.reset, encodes_replies=True,
     ))  # fmt: skip
     loop = asyncio.get_running_loop()
     stop = runtime.stop_event()

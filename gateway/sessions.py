@@ -80,6 +80,8 @@ STALL_RETRY = 0.002
 #: Messages decoded for one client per turn (loop iteration): a pipelining client waits for the
 #: next iteration for more, so one with hundreds in flight cannot delay everyone's iteration.
 TURN_BUDGET = 32
+#: Seconds between two log lines about unencodable replies (each one is counted).
+BAD_REPLY_LOG_EVERY = 10.0
 #: Kernel send buffer per client socket: replies a client does not read pile up in our transport
 #: (where pause_writing sees them) instead of in megabytes of autotuned kernel memory.
 CLIENT_SNDBUF = 64 * 1024
@@ -291,6 +293,7 @@ class Sessions:
         self._flush_scheduled = False
         self._turns_scheduled = False
         self._retry: asyncio.TimerHandle | None = None
+        self._bad_reply_logged = 0.0
         self._loop = asyncio.get_event_loop()
 
     def factory(self, rules: PortRules) -> Callable[[], ClientConnection]:
@@ -664,18 +667,22 @@ class Sessions:
             if mtype == CLOSE:
                 to_close.append((conn, fields[0]))
                 continue
-            if mtype == RES_LOGIN:
+            if mtype == RES_LOGIN and len(fields) == 8:
                 # Clients go on to the game port of the gateway they logged in through.
                 host, port = self.game_address
                 fields[4:8] = (host, port, host, port)
-            elif mtype == GAME_RES_LOGIN and fields[0] == GameLoginStatus.OK:
-                conn.in_game = True
             try:
-                data = encode(mtype, fields)
+                data = encode(mtype, fields)  # also the check of the item's fields
             except LocalProtocolError as exc:
-                log.error("worker %s sent an unencodable reply: %s", worker, exc)
                 self.drops["bad_reply"] += 1
+                now = time.monotonic()
+                if now - self._bad_reply_logged > BAD_REPLY_LOG_EVERY:
+                    self._bad_reply_logged = now
+                    log.error("worker %s sent an unencodable reply (counted in bad_reply): %s",
+                              worker, exc)  # fmt: skip
                 continue
+            if mtype == GAME_RES_LOGIN and fields[0] == GameLoginStatus.OK:
+                conn.in_game = True
             if conn.inflight:
                 conn.inflight -= 1
                 if conn.held & Hold.INFLIGHT and conn.inflight <= low:
