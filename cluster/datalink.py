@@ -93,6 +93,8 @@ class LinkBook:
         self.endpoints: dict[bytes, str] = {}
         self.links: dict[bytes, Any] = {}
         self.paused = False
+        self.silence = 0.0  # seconds of silence after which a link is given up (subclass sets)
+        self.on_lost: Callable[[bytes], None] = lambda gateway: None
 
     def learn(self, endpoints: dict[str, str]) -> None:
         """The roster's gateways: connect to new ones (links to others stay until lost or GONE:
@@ -128,6 +130,22 @@ class LinkBook:
         """The broker says `gateway` is gone."""
         self.endpoints.pop(gateway, None)
         self._close(gateway)
+
+    def _gave_up(self, gateway: bytes, link: Any, now: float) -> bool:
+        """The liveness rule at each heartbeat: a link silent for longer than ``silence`` is
+        closed and its gateway reported lost (``on_lost``). While this worker does not read its
+        links (paused), their silence is its own doing and does not count."""
+        if self.paused:
+            link.heard = now
+            return False
+        if now - link.heard <= self.silence:
+            return False
+        self.counters["data_link_silent"] += 1
+        log.warning("gateway %s silent on the data link for %.1fs",
+                    gateway.decode(errors="replace"), now - link.heard)  # fmt: skip
+        self._close(gateway)
+        self.on_lost(gateway)
+        return True
 
     def _connect(self, gateway: bytes, endpoint: str) -> None:
         raise NotImplementedError

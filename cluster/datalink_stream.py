@@ -385,14 +385,7 @@ class StreamWorkerDataLinks(LinkBook):
             for gateway, link in list(self.links.items()):
                 if link.transport is None:
                     continue
-                if self.paused:
-                    link.heard = now  # not reading is our doing, not the gateway's silence
-                elif now - link.heard > self.silence:
-                    self.counters["data_link_silent"] += 1
-                    log.warning("gateway %s silent on the data link for %.1fs",
-                                gateway.decode(errors="replace"), now - link.heard)  # fmt: skip
-                    self._close(gateway)
-                    self.on_lost(gateway)
+                if self._gave_up(gateway, link, now):
                     continue
                 if not link.transport.is_closing():
                     link.transport.write(beat)

@@ -252,14 +252,7 @@ class ZmqWorkerDataLinks(LinkBook):
             await asyncio.sleep(self.interval)
             now = time.monotonic()
             for gateway, link in list(self.links.items()):
-                if self.paused:
-                    link.heard = now  # not reading is our doing, not the gateway's silence
-                elif now - link.heard > self.silence:
-                    self.counters["data_link_silent"] += 1
-                    log.warning("gateway %s silent on the data link for %.1fs",
-                                gateway.decode(errors="replace"), now - link.heard)  # fmt: skip
-                    self._close(gateway)
-                    self.on_lost(gateway)
+                if self._gave_up(gateway, link, now):
                     continue
                 try:
                     link.socket.send_multipart([bus.HEARTBEAT], zmq.NOBLOCK)

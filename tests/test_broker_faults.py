@@ -92,3 +92,25 @@ def test_a_broker_fault_under_load_costs_no_session_and_no_echo(make_cluster, tm
     gateway.stop()
     assert "worker_gone" not in gateway.log() and "data_link" not in gateway.log(), gateway.log()
     backend.close()
+
+
+def test_with_the_broker_gone_a_hung_gateway_is_still_noticed_on_the_data_link(make_cluster):
+    cluster = make_cluster(broker={"heartbeat_interval": 0.3, "heartbeat_liveness": 3})
+    broker, gateway, (worker,) = cluster.start_spine()
+
+    async def scenario():
+        clients = []
+        for account in range(1, 4):
+            client = await GameClient.connect("127.0.0.1", cluster.game_port)
+            assert (await client.login(account)).status == 1
+            clients.append(client)
+        return clients
+
+    run(scenario())
+    broker.kill()  # nobody is left to say GONE
+    gateway.send_signal(signal.SIGSTOP)
+    try:
+        worker.wait_log(r"gateway \S+ silent on the data link", timeout=20)
+        worker.wait_log(r"gateway b'gateway@\S+' gone: releasing its 3 sessions", timeout=20)
+    finally:
+        gateway.send_signal(signal.SIGCONT)
