@@ -8,6 +8,7 @@ with code 2 and one line naming the key when it is invalid.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -195,6 +196,18 @@ def load_config(path: str | None) -> tuple[Config, str | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``cluster`` command. A reader that stops reading our output (``cluster status
+    --json | head -c 100``) ends it quietly, as it ends any Unix filter."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 0
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config, path = load_config(getattr(args, "config", None))

@@ -232,7 +232,7 @@ def _parse_env(key: str, f: dataclasses.Field[Any], text: str) -> Any:
             raise ValueError
         return kind(text)
     except ValueError:
-        raise ConfigError(f"{key}: {text!r} (from environment) is not a {kind.__name__}") from None
+        raise ConfigError(f"{key}: {text!r} (from environment) is not {_NOUNS[kind]}") from None
 
 
 def _build_section(name: str, cls: type, values: dict[str, Any]) -> Any:
@@ -251,7 +251,7 @@ def _check(full: str, f: dataclasses.Field[Any], value: Any) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
-        raise ConfigError(f"{full}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"{full}: expected {_NOUNS[kind]}, got {value!r}")
     if kind is float and not math.isfinite(value):
         raise ConfigError(f"{full}: {value} is not a finite number")
     if "range" in f.metadata:
@@ -265,10 +265,23 @@ def _check(full: str, f: dataclasses.Field[Any], value: Any) -> Any:
     return value
 
 
+#: How a message names the values a key takes.
+_NOUNS: dict[type, str] = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
+#: RES_LOGIN carries the game (and chat) server address as WCHAR[16].
+PUBLIC_HOST_UNITS = 16
+
+
 def _resolve(config: Config) -> Config:
     gateway, broker, db = config.gateway, config.broker, config.db
     if not gateway.host:
         raise ConfigError("gateway.host: must not be empty")
+    public = gateway.public_host or gateway.host
+    if len(public.encode("utf-16-le")) // 2 > PUBLIC_HOST_UNITS:
+        key = "gateway.public_host" if gateway.public_host else "gateway.host (as public_host)"
+        raise ConfigError(
+            f"{key}: {public!r} is longer than the {PUBLIC_HOST_UNITS} UTF-16 units RES_LOGIN "
+            "holds for the game server address"
+        )
     if gateway.login_port == gateway.game_port:
         raise ConfigError(f"gateway.game_port: {gateway.game_port} is also the login_port")
     for key, url in (

@@ -183,3 +183,18 @@ def test_up_restarts_a_child_that_dies(make_cluster):
     assert len(replacement) == 1 and replacement[0].pid != game.pid
     assert up.stop() == 0
     assert psutil.wait_procs(replacement, timeout=5)[1] == []
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cluster", "config"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.close()  # like `| head -c 0`: nobody reads what it prints
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert b"Traceback" not in stderr and b"BrokenPipe" not in stderr, stderr

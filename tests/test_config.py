@@ -375,3 +375,15 @@ def test_nan_for_ranged_float_names_the_key(tmp_path: Path, source: str) -> None
     else:
         message = load_error(tmp_path, "[broker]\nheartbeat_interval = nan\n")
     assert "broker.heartbeat_interval" in message
+
+
+def test_a_public_host_longer_than_res_login_holds_is_refused_at_load() -> None:
+    with pytest.raises(ConfigError, match=r"gateway.public_host: .* 16 UTF-16 units"):
+        load(None, {"CLUSTER_GATEWAY_PUBLIC_HOST": "game.server.example.com"})
+    assert load(None, {"CLUSTER_GATEWAY_PUBLIC_HOST": "203.113.100.200"}).gateway.public_host
+
+
+def test_type_errors_name_the_kind_of_value_in_words() -> None:
+    wanted = r"gateway.game_port: 'x' \(from environment\) is not an integer$"
+    with pytest.raises(ConfigError, match=wanted):
+        load(None, {"CLUSTER_GATEWAY_GAME_PORT": "x"})
