@@ -51,8 +51,17 @@ def view_of(stats: SecondStats, paused: bool = False) -> View:
 
 
 def exit_code(report: dict[str, Any]) -> int:
-    """1 when something that must never happen happened: packet errors or a connect mismatch."""
+    """1 when something that must never happen happened (packet errors, a connect mismatch), or
+    when the run did not do what it was asked: clients ran and not one got into the game (the
+    reason is logged: the login failures by status)."""
     if report["errors"].get("packet_error") or report["connect_matches_accept"] is False:
+        return 1
+    if report.get("clients") and not report.get("login_ok"):
+        failures = " ".join(
+            f"{kind}={count}" for kind, count in sorted(report["errors"].items())
+            if kind.startswith(("login", "game"))
+        )  # fmt: skip
+        log.error("no client got into the game (%s)", failures or "no login was answered")
         return 1
     return 0
 

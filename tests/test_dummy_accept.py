@@ -243,7 +243,8 @@ def test_a_counter_going_back_within_one_identity_keeps_what_was_counted():
 
 def test_an_unknown_accept_total_is_said_with_its_reason_and_is_not_a_failure():
     report = build_report(
-        Totals(connect_total=12), Histogram(), duration=3.0, clients=4, accept_total=None,
+        Totals(connect_total=12, login_ok=4), Histogram(), duration=3.0, clients=4,
+        accept_total=None,
         accept_note="the monitor could not be reached at the end of the run (the monitor "
         "monitor@h/1/ab did not answer)", agents=[], options={},
     )  # fmt: skip
@@ -255,3 +256,19 @@ def test_an_unknown_accept_total_is_said_with_its_reason_and_is_not_a_failure():
     assert "MISMATCH" not in text
     assert report["connect_matches_accept"] is None
     assert exit_code(report) == 0
+
+
+def test_a_run_where_no_client_got_into_the_game_exits_1_and_says_why(caplog):
+    totals = Totals(connect_total=8)
+    totals.errors["game_login_failed"] += 8
+    report = build_report(
+        totals, Histogram(), duration=3.0, clients=8, accept_total=8, agents=[], options={},
+    )  # fmt: skip
+    with caplog.at_level("ERROR", logger="dummy"):
+        assert exit_code(report) == 1
+    assert "no client got into the game (game_login_failed=8)" in caplog.text
+    totals.login_ok = 1
+    ok = build_report(
+        totals, Histogram(), duration=3.0, clients=8, accept_total=8, agents=[], options={},
+    )  # fmt: skip
+    assert exit_code(ok) == 0
