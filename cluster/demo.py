@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import shutil
 import signal
 import sys
@@ -25,6 +26,10 @@ from cluster.db.cli import create_accounts, init_db
 log = logging.getLogger("cluster.demo")
 
 READY_TIMEOUT = 60.0
+
+
+#: ``HH:MM:SS role[pid] ERROR message`` in a role's log.
+_ERROR_LINE = re.compile(r"^\S+ (\w+)\[\d+\] ERROR (.*)$")
 
 
 def demo_config(config: Config, directory: Path, link_mode: str) -> Config:
@@ -51,10 +56,18 @@ async def _start_cluster(config_path: Path, log_path: Path) -> asyncio.subproces
                     return process
     except TimeoutError:
         pass
-    process.kill()
+    if process.returncode is None:
+        process.kill()
     await process.wait()
-    tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
-    raise RuntimeError("the cluster did not start: " + (" | ".join(tail) or "no output"))
+    raise RuntimeError("the cluster did not start: " + _why(log_path))
+
+
+def _why(log_path: Path) -> str:
+    """The error lines of a cluster's log (without time and pid), else its last lines."""
+    lines = log_path.read_text(errors="replace").strip().splitlines()
+    errors = [m.group(1) + ": " + m.group(2)
+              for m in map(_ERROR_LINE.match, lines) if m is not None]  # fmt: skip
+    return " | ".join(errors[-3:] or lines[-3:]) or "no output"
 
 
 async def _stop_cluster(process: asyncio.subprocess.Process) -> None:
@@ -81,7 +94,12 @@ async def demo(config: Config, link_mode: str, knobs: dict[str, Any], report: Pa
     print(f"demo: {link_mode}, {clients} clients for {knobs['duration']:.0f}s", flush=True)
     await init_db(config)
     await create_accounts(config, clients, None, accounts_path)
-    process = await _start_cluster(config_path, directory / "cluster.log")
+    try:
+        process = await _start_cluster(config_path, directory / "cluster.log")
+    except RuntimeError:
+        if not keep:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
     print(f"demo: cluster up (login {config.gateway.public_host}:{config.gateway.login_port}, "
           f"game {config.gateway.public_host}:{config.gateway.game_port})", flush=True)  # fmt: skip
     code = 1

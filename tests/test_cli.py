@@ -198,3 +198,34 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path) -> None:
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert b"Traceback" not in stderr and b"BrokenPipe" not in stderr, stderr
+
+
+def test_demo_with_a_port_taken_says_which_and_leaves_nothing_behind(tmp_path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from tests.harness import free_ports, write_config
+
+    broker, game, login, metrics = free_ports(4)
+    config = write_config(tmp_path / "cluster.toml", {
+        "broker": {"bind": f"tcp://127.0.0.1:{broker}"},
+        "gateway": {"game_port": game, "login_port": login},
+        "monitor": {"metrics_port": metrics},
+    })  # fmt: skip
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", login))
+        taken.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "cluster", "demo", "--config", str(config),
+             "--duration", "1", "--clients", "2"],
+            capture_output=True, text=True, timeout=120,
+            env={**os.environ, "TMPDIR": str(scratch)},
+        )  # fmt: skip
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "gateway.login_port" in lines[0] and "address already in use" in lines[0], lines[0]
+    assert list(scratch.iterdir()) == []  # its temporary directory is gone
