@@ -56,6 +56,9 @@ def stop_event() -> asyncio.Event:
     return event
 
 
-def announce_ready(**fields: object) -> None:
-    """Print the one stdout line that says this process is up: ``ready key=value ...``."""
-    print("ready " + " ".join(f"{k}={v}" for k, v in fields.items()), flush=True)
+def announce_ready(**fields: object) -> str:
+    """Print the one stdout line that says this process is up: ``ready key=value ...``; returns
+    it."""
+    line = "ready " + " ".join(f"{k}={v}" for k, v in fields.items())
+    print(line, flush=True)
+    return line

@@ -173,8 +173,8 @@ async def up(config: Config, config_path: str | None, roles: list[str], init_db:
     if "gateway" in roles:
         fields["login"] = f"{config.gateway.public_host}:{config.gateway.login_port}"
         fields["game"] = f"{config.gateway.public_host}:{config.gateway.game_port}"
-    runtime.announce_ready(**fields)
-    console = asyncio.create_task(_console(config))
+    ready = runtime.announce_ready(**fields)
+    console = asyncio.create_task(_console(config, ready))
 
     await _supervise(children, stop, config_path)
     console.cancel()
@@ -218,9 +218,10 @@ async def _supervise(children: list[Child], stop: asyncio.Event, config_path: st
             log.info("%s restarted (pid %d)", replacement.name, replacement.process.pid)
 
 
-async def _console(config: Config) -> None:
-    """On a terminal: the LoginServer and GameServer screens, redrawn every second. Otherwise: a
-    one-line summary every ``[monitor] summary_interval`` seconds in the log."""
+async def _console(config: Config, ready: str) -> None:
+    """On a terminal: the LoginServer and GameServer screens, redrawn every second under the
+    `ready` line (which stays visible: a user needs its addresses). Otherwise: a one-line summary
+    every ``[monitor] summary_interval`` seconds in the log."""
     from cluster.screens import render_screens, summary_line
     from cluster.status import MonitorClient, StatusUnavailable
 
@@ -244,7 +245,7 @@ async def _console(config: Config) -> None:
             if on_terminal:
                 width = shutil.get_terminal_size((100, 40)).columns
                 screen = render_screens(live, gone, time.time(), width=max(60, width))
-                sys.stdout.write(CLEAR + screen + "\n")
+                sys.stdout.write(CLEAR + ready + "\n" + screen + "\n")
                 sys.stdout.flush()
             else:
                 log.info("%s", summary_line(live, gone))

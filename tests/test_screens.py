@@ -303,3 +303,48 @@ def test_short_id() -> None:
     assert short_id({"host": "h", "pid": 7}) == "h/7"
     long = short_id({"id": "game@" + "x" * 60 + "/4321/deadbeef"})
     assert len(long) <= 23 and long.endswith("/4321/dead")
+
+
+def test_on_a_terminal_the_ready_line_stays_above_the_redrawn_screens(tmp_path) -> None:
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    from cluster.supervisor import CLEAR
+    from tests.harness import free_ports, write_config
+
+    broker, metrics = free_ports(2)
+    config = write_config(tmp_path / "cluster.toml", {
+        "cluster": {"data_dir": str(tmp_path / "data")},
+        "broker": {"bind": f"tcp://127.0.0.1:{broker}", "heartbeat_interval": 0.3},
+        "monitor": {"metrics_port": metrics},
+    })  # fmt: skip
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cluster", "up", "--config", str(config),
+         "--only", "broker,monitor", "--skip-db-init"],
+        stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    os.close(follower)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 40
+        # Wait for two redraws after the ready line: each must start with the ready line.
+        while seen.count(CLEAR.encode()) < 2 and time.monotonic() < deadline:
+            if select.select([leader], [], [], 0.5)[0]:
+                try:
+                    seen += os.read(leader, 65536)
+                except OSError:
+                    break
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        os.close(leader)
+    text = seen.decode(errors="replace")
+    assert text.count(CLEAR) >= 2, text[-2000:]
+    ready = next(line for line in text.splitlines() if line.startswith("ready"))
+    for screen in text.split(CLEAR)[1:]:
+        assert screen.startswith(ready.strip()), screen[:200]
