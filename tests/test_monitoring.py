@@ -243,7 +243,8 @@ def test_up_on_a_terminal_shows_the_login_and_game_screens(make_cluster):
                 except OSError:
                     break
             text = screen.decode(errors="replace")
-            if "LoginServer" in text and "GameServer" in text and text.count("\x1b[2J") >= 2:
+            last = text.rsplit("\x1b[2J", 1)[-1]  # a redraw may arrive in pieces: wait for all
+            if "LoginServer" in last and "GameServer" in last and text.count("\x1b[2J") >= 2:
                 break
     finally:
         proc.send_signal(signal.SIGTERM)
