@@ -329,20 +329,27 @@ def run_cluster_command(config: Path, *args: str, timeout: float = 600.0) -> str
     return done.stdout
 
 
+def role_of(process: psutil.Process) -> str | None:
+    """The role a ``python -m cluster ROLE`` process runs (None for ``cluster up`` and others)."""
+    try:
+        argv = process.cmdline()
+    except psutil.Error:
+        return None
+    if "-m" in argv and "cluster" in argv:
+        rest = argv[argv.index("cluster") + 1 :]
+        if rest and rest[0] != "up":
+            return rest[0]
+    return None
+
+
 def cluster_roles(proc: Proc) -> dict[str, list[psutil.Process]]:
     """The role processes under a ``cluster up`` (or the process itself for a single role), by
     role name (``broker``, ``gateway``, ``auth``, ``game``, ``monitor``), each list by pid."""
     roles: dict[str, list[psutil.Process]] = {}
-    candidates = [psutil.Process(proc.pid), *proc.descendants()]
-    for candidate in candidates:
-        try:
-            argv = candidate.cmdline()
-        except psutil.Error:
-            continue
-        if "-m" in argv and "cluster" in argv:
-            rest = argv[argv.index("cluster") + 1 :]
-            if rest and rest[0] != "up":
-                roles.setdefault(rest[0], []).append(candidate)
+    for candidate in [psutil.Process(proc.pid), *proc.descendants()]:
+        role = role_of(candidate)
+        if role is not None:
+            roles.setdefault(role, []).append(candidate)
     for group in roles.values():
         group.sort(key=lambda p: p.pid)
     return roles

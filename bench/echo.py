@@ -210,20 +210,17 @@ def server_pids(system: str, proc: subprocess.Popen[str]) -> dict[str, int]:
 
     if system != "cluster":
         return {"server": proc.pid}
+    from bench.common import role_of
+
     roles: dict[str, int] = {}
     try:
         children = psutil.Process(proc.pid).children(recursive=True)
     except psutil.Error:
         children = []
     for child in sorted(children, key=lambda c: c.pid):
-        try:
-            argv = child.cmdline()
-        except psutil.Error:
-            continue
-        if "-m" in argv and "cluster" in argv:
-            rest = argv[argv.index("cluster") + 1 :]
-            if rest and rest[0] != "up":
-                roles.setdefault(rest[0], child.pid)
+        role = role_of(child)
+        if role is not None:
+            roles.setdefault(role, child.pid)
     return roles
 
 

@@ -81,6 +81,29 @@ class WorkerDataLinks(Protocol):
     def resume(self) -> None: ...
 
 
+class PortBook:
+    """What both gateway-side transports keep: the workers that said HELLO and when each was
+    last heard, and the one way a worker is given up (counted, logged, ``on_lost``)."""
+
+    def __init__(
+        self,
+        counters: Counter[str],
+        on_items: Callable[[bytes, list[bytes]], None],
+        on_lost: Callable[[bytes, str], None],
+    ) -> None:
+        self.counters = counters
+        self.on_items = on_items
+        self.on_lost = on_lost
+        self.workers: dict[bytes, float] = {}
+
+    def _lose(self, worker: bytes, reason: str) -> None:
+        if self.workers.pop(worker, None) is not None:
+            self.counters[reason] += 1
+            log.warning("game worker %s lost on the data port (%s)",
+                        worker.decode(errors="replace"), reason)  # fmt: skip
+            self.on_lost(worker, reason)
+
+
 class LinkBook:
     """What both worker-side transports keep: every gateway's data port (from the roster) and
     the open links, keyed by gateway identity. A subclass provides ``_connect`` and ``_close``

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cluster.config import Config
-from cluster.datalink import LinkBook, Sent, advertise, data_bind
+from cluster.datalink import LinkBook, PortBook, Sent, advertise, data_bind
 from cluster.security import address_allowed, networks
 
 log = logging.getLogger("cluster.datalink")
@@ -142,7 +142,7 @@ class _WorkerConnection(asyncio.Protocol):
             self.port.left(self.identity, self)
 
 
-class StreamGatewayDataPort:
+class StreamGatewayDataPort(PortBook):
     """The gateway's end: a TCP server that every game worker connects to."""
 
     def __init__(
@@ -153,13 +153,10 @@ class StreamGatewayDataPort:
         on_lost: Callable[[bytes, str], None],
     ) -> None:
         self.config = config
-        self.counters = counters
-        self.on_items = on_items
-        self.on_lost = on_lost
+        super().__init__(counters, on_items, on_lost)
         self.interval = config.broker.heartbeat_interval
         self.silence = self.interval * config.broker.heartbeat_liveness
         self.networks = networks(config.security.allow_from)
-        self.workers: dict[bytes, float] = {}
         self.endpoint = ""
         self._conns: dict[bytes, _WorkerConnection] = {}
         self._server: asyncio.AbstractServer | None = None
@@ -218,13 +215,6 @@ class StreamGatewayDataPort:
         conn = self._conns.pop(worker, None)
         if conn is not None and conn.transport is not None:
             conn.transport.abort()
-
-    def _lose(self, worker: bytes, reason: str) -> None:
-        if self.workers.pop(worker, None) is not None:
-            self.counters[reason] += 1
-            log.warning("game worker %s lost on the data port (%s)",
-                        worker.decode(errors="replace"), reason)  # fmt: skip
-            self.on_lost(worker, reason)
 
     async def _heartbeat(self) -> None:
         beat = frame(BEAT)

@@ -22,9 +22,9 @@ import zmq
 
 from cluster import bus
 from cluster.config import Config
-from cluster.datalink import LinkBook, Sent, advertise, data_bind
-from cluster.security import Gatekeeper, client_keys, secure_client, secure_server
-from cluster.zsocket import SocketReader
+from cluster.datalink import LinkBook, PortBook, Sent, advertise, data_bind
+from cluster.security import Gatekeeper, client_keys, secure_server
+from cluster.zsocket import SocketReader, dealer
 
 log = logging.getLogger("cluster.datalink")
 
@@ -32,7 +32,7 @@ log = logging.getLogger("cluster.datalink")
 DATA_HWM = 1000
 
 
-class ZmqGatewayDataPort:
+class ZmqGatewayDataPort(PortBook):
     """The gateway's end: one bound ROUTER that every game worker connects to.
 
     ``on_items(worker, bodies)`` receives DATA; ``on_lost(worker, reason)`` is called once when a
@@ -47,12 +47,9 @@ class ZmqGatewayDataPort:
         on_lost: Callable[[bytes, str], None],
         context: zmq.Context[Any] | None = None,
     ) -> None:
-        self.counters = counters
-        self.on_items = on_items
-        self.on_lost = on_lost
+        super().__init__(counters, on_items, on_lost)
         self.interval = config.broker.heartbeat_interval
         self.silence = self.interval * config.broker.heartbeat_liveness
-        self.workers: dict[bytes, float] = {}
         context = context or zmq.Context.instance()
         sock = context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -117,13 +114,6 @@ class ZmqGatewayDataPort:
     def forget(self, worker: bytes) -> None:
         """The broker says `worker` is gone: stop addressing it."""
         self.workers.pop(worker, None)
-
-    def _lose(self, worker: bytes, reason: str) -> None:
-        if self.workers.pop(worker, None) is not None:
-            self.counters[reason] += 1
-            log.warning("game worker %s lost on the data port (%s)",
-                        worker.decode(errors="replace"), reason)  # fmt: skip
-            self.on_lost(worker, reason)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -193,13 +183,7 @@ class ZmqWorkerDataLinks(LinkBook):
             self._close(gateway, linger_ms)
 
     def _connect(self, gateway: bytes, endpoint: str) -> None:
-        sock = self.context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.ROUTING_ID, self.identity)
-        sock.setsockopt(zmq.SNDHWM, DATA_HWM)
-        sock.setsockopt(zmq.RCVHWM, DATA_HWM)
-        sock.setsockopt(zmq.LINGER, 0)
-        secure_client(sock, self.curve)
-        sock.connect(endpoint)
+        sock = dealer(self.context, self.identity, endpoint, DATA_HWM, self.curve)
         reader = SocketReader(sock, lambda frames: self._handle(gateway, frames), self.counters)
         if self.paused:
             reader.pause()

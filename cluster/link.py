@@ -28,8 +28,8 @@ import zmq
 
 from cluster import bus
 from cluster.config import Config
-from cluster.security import ClientKeys, client_keys, secure_client
-from cluster.zsocket import SocketReader
+from cluster.security import ClientKeys, client_keys
+from cluster.zsocket import SocketReader, dealer
 
 log = logging.getLogger("cluster.link")
 
@@ -106,13 +106,7 @@ class BusLink:
 
     def _connect(self) -> None:
         assert self._loop is not None
-        sock = self.context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.ROUTING_ID, self.identity)
-        sock.setsockopt(zmq.SNDHWM, HWM)
-        sock.setsockopt(zmq.RCVHWM, HWM)
-        sock.setsockopt(zmq.LINGER, 0)
-        secure_client(sock, self.curve)
-        sock.connect(self.endpoint)
+        sock = dealer(self.context, self.identity, self.endpoint, HWM, self.curve)
         self.socket = sock
         self._last_heard = time.monotonic()
         self._reader = SocketReader(sock, self._handle, self.counters, BURST)

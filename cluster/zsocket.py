@@ -21,10 +21,26 @@ from typing import Any
 
 import zmq
 
+from cluster.security import ClientKeys, secure_client
+
 log = logging.getLogger("cluster.zsocket")
 
 #: Messages handled per drain before the loop gets a turn.
 BURST = 2000
+
+
+def dealer(context: zmq.Context[Any], identity: bytes, endpoint: str, hwm: int,
+           curve: ClientKeys | None) -> zmq.Socket[Any]:  # fmt: skip
+    """A DEALER with this process's routing `identity`, `hwm` messages each way, no linger, a
+    CURVE client when `curve` is given, connected to `endpoint`."""
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.ROUTING_ID, identity)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.LINGER, 0)
+    secure_client(sock, curve)
+    sock.connect(endpoint)
+    return sock
 
 
 class SocketReader:

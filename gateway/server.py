@@ -107,9 +107,8 @@ async def run(config: Config) -> int:
         whitelist.admit if whitelist is not None else None,
         max_outbound=gw.max_outbound, login_rate=gw.login_rate, data=data,
         max_inflight=gw.max_inflight, max_per_address=gw.max_per_address,
-        stall_timeout=gw.stall_timeout,
+        stall_timeout=gw.stall_timeout, counters=counters,
     )  # fmt: skip
-    sessions.counters = counters
     handlers.append(Dispatcher(
         counters, items=sessions.replies, unroutable=sessions.unroutable, gone=sessions.gone,
         evicted=sessions.evicted, reset=sessions.reset, encodes_replies=True,

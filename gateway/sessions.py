@@ -262,6 +262,7 @@ class Sessions:
         max_inflight: int = 256,
         max_per_address: int = 0,
         stall_timeout: float = 10.0,
+        counters: Counter[str] | None = None,
     ) -> None:
         self.codec = codec
         self.link = link
@@ -280,7 +281,8 @@ class Sessions:
         self.by_worker: dict[bytes, set[int]] = {}
         self.drops: Counter[str] = Counter()
         self.accepted: Counter[str] = Counter()  # per port
-        self.counters: Counter[str] = Counter()  # bus-side events (see cluster.dispatch)
+        #: bus-side events (see cluster.dispatch), shared with the links that count into it
+        self.counters: Counter[str] = counters if counters is not None else Counter()
         self.holds: Counter[str] = Counter()  # times a client's reading was held, by Hold name
         self.received = 0  # client packets decoded
         self.sent = 0  # client packets encoded

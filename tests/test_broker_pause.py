@@ -7,22 +7,13 @@ import re
 import signal
 import time
 
-from cluster.messages import GameLoginStatus, GameResEcho
-from dummy.client import GameClient
+from cluster.messages import GameResEcho
 from tests.harness import RoleProcess, run
+from tests.test_failover import _logged_in
 
 INTERVAL, LIVENESS = 0.3, 3
 PAUSE = 3.0  # well over INTERVAL x LIVENESS: every peer would look silent to a naive purge
 EVICTED = re.compile(r"gone \((silent|unreachable)\)")
-
-
-async def _logged_in(port: int, accounts: range) -> list[GameClient]:
-    clients = []
-    for account in accounts:
-        client = await GameClient.connect("127.0.0.1", port)
-        assert (await client.login(account)).status == GameLoginStatus.OK
-        clients.append(client)
-    return clients
 
 
 def _registrations(process: RoleProcess) -> int:

@@ -24,8 +24,7 @@ class Outbox:
     """Session items waiting to go out, grouped by destination peer.
 
     :meth:`flush` sends them, one message per destination; :meth:`add_soon` also schedules a
-    flush for the end of this loop iteration (for workers without a frame loop). ``blocked`` is
-    True while some destination's link is full."""
+    flush for the end of this loop iteration (for workers without a frame loop)."""
 
     def __init__(
         self, link: BusLink, counters: Counter[str], data: WorkerDataLinks | None = None
@@ -39,10 +38,6 @@ class Outbox:
         self._retry: asyncio.TimerHandle | None = None
         self.sent = 0  # items handed to the bus, in total
         self.pending = 0  # items waiting for the next flush
-
-    @property
-    def blocked(self) -> bool:
-        return bool(self._waiting)
 
     def add(self, dest: bytes, item: list[Any]) -> None:
         items = self._items.get(dest)
