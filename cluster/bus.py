@@ -130,6 +130,14 @@ class Control(IntEnum):
     #: account's session really here? Answer ``[parameter, IN_GAME, account_no, 0 | 1]``. Asked
     #: when the status row says "in game", since the row may be a moment behind.
     IN_GAME = -5
+    #: ``[sid, PACKETS, packets]`` gateway -> game worker: whole client packets of a session in
+    #: game, exactly as the client sent them (still masked). The worker decodes and checks them
+    #: (a violation is answered with CLOSE naming it), so the gateway only walks their headers.
+    PACKETS = -6
+    #: ``[sid, ANSWER, packets, consumed, count]`` game worker -> gateway: `count` encoded reply
+    #: packets for the client, to be written as they are, and how many of the session's PACKETS
+    #: packets the worker has now handled (what the gateway's ``max_inflight`` counts).
+    ANSWER = -7
 
 
 class LinkType(IntEnum):
@@ -166,6 +174,8 @@ ITEM_FIELDS: dict[int, tuple[type, ...] | None] = {
     Control.STATUS: None,
     Control.ACCEPTED: (),
     Control.IN_GAME: (int, int),
+    Control.PACKETS: (bytes,),
+    Control.ANSWER: (bytes, int, int),
     LinkType.REQ_NEW_CLIENT_LOGIN: (int, bytes, int),
     LinkType.RES_NEW_CLIENT_LOGIN: (int, int),
 }

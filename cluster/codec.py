@@ -147,6 +147,47 @@ class StreamDecoder:
             return False
         return pos + HEADER_SIZE + (data[pos + 1] | data[pos + 2] << 8) <= len(data)
 
+    def split(self, data: bytes = b"", limit: int = 1 << 30) -> tuple[bytes, int]:
+        """Like :meth:`feed`, but without decoding: the bytes of the next whole packets (at most
+        `limit` of them), exactly as received, and their count. Only the framing is checked
+        here (packet code, length); the payloads (mask, checksum, type, size) are for whoever
+        decodes the returned bytes with a decoder of their own (a relay's far end). Shares the
+        buffer with :meth:`feed`, so a stream may switch from one to the other between calls.
+        Raises RemoteProtocolError on a framing violation (and again on every later call)."""
+        if self._error is not None:
+            raise self._error
+        pos = self._pos
+        if self._buffer:
+            if data:
+                data = self._buffer[pos:] + data
+                pos = 0
+            else:
+                data = self._buffer
+        start, end, count, code = pos, len(data), 0, self._code
+        while end - pos >= HEADER_SIZE and count < limit:
+            length = data[pos + 1] | data[pos + 2] << 8
+            if data[pos] != code or length > MAX_PAYLOAD:
+                if data[pos] != code:
+                    detail = f"packet code {data[pos]}, expected {code}"
+                    error = RemoteProtocolError("bad_code", detail)
+                else:
+                    error = RemoteProtocolError("too_long", f"length {length} > {MAX_PAYLOAD}")
+                self._error = error
+                self._buffer, self._pos = b"", 0
+                raise error
+            stop = pos + HEADER_SIZE + length
+            if stop > end:
+                break
+            pos = stop
+            count += 1
+        if pos >= end:
+            self._buffer, self._pos = b"", 0
+        else:
+            self._buffer, self._pos = data, pos
+        if not count:
+            return b"", 0
+        return (data if start == 0 and pos == end else data[start:pos]), count
+
     def feed(self, data: bytes = b"", limit: int | None = None) -> list[Message]:
         """Decode `data` (any chunk of the stream, or nothing to go on with what is buffered), at
         most `limit` messages. Raises RemoteProtocolError on a violation."""

@@ -30,12 +30,16 @@ partial packet, ``max_inflight`` requests on the bus, and ``max_outbound`` bytes
 kernel keeps at most ``CLIENT_SNDBUF`` more).
 
 Bound sessions' items go straight to their worker over the data port (:mod:`cluster.datalink`);
-only opening requests go through the broker, which places them. Heartbeats of a session in game
-are not forwarded: the idle timer they refresh lives here.
+only opening requests go through the broker, which places them. Once a game login is answered OK
+the session is *relayed*: its packets are no longer decoded here, only framed (header walk: code
+and length checked, whole packets counted), and go to the worker as they came (a PACKETS item per
+session and turn); the worker decodes them and answers with encoded replies (ANSWER), written to
+the client as they are. Whole packets still refresh the idle timer here, heartbeats included.
 
-The mode rules after login (echo only in GAME mode, AccountNo must match) are the worker's: it
-owns the session state and answers a violation with a CLOSE item naming the reason, which is
-counted here too. A CLOSE with an empty reason is a normal end (the login port after RES_LOGIN).
+The mode rules after login (echo only in GAME mode, AccountNo must match) and the checks of a
+relayed packet's payload (mask, checksum, type, size) are the worker's: it owns the session state
+and answers a violation with a CLOSE item naming the reason, which is counted here too. A CLOSE
+with an empty reason is a normal end (the login port after RES_LOGIN).
 """
 
 from __future__ import annotations
@@ -59,7 +63,6 @@ from cluster.messages import (
     LOGIN_CLIENT_MESSAGES,
     GameLoginStatus,
     GameReqEcho,
-    GameReqHeartbeat,
     GameReqLogin,
     GameResLogin,
     LoginReqLogin,
@@ -71,8 +74,8 @@ from cluster.stats import Rates
 log = logging.getLogger("gateway.sessions")
 
 CLOSE, ACCEPTED = bus.Control.CLOSE, bus.Control.ACCEPTED
+PACKETS, ANSWER = bus.Control.PACKETS, bus.Control.ANSWER
 RES_LOGIN, GAME_RES_LOGIN = LoginResLogin.TYPE, GameResLogin.TYPE
-HEARTBEAT = GameReqHeartbeat.TYPE
 #: Client requests that a worker answers (what ``max_inflight`` counts).
 ANSWERED = frozenset({GameReqEcho.TYPE, GameReqLogin.TYPE, LoginReqLogin.TYPE})
 #: Seconds between two tries to hand a full data link what waits for it.
@@ -167,7 +170,7 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self.inflight = 0  # requests forwarded and not answered yet
         self.held = 0  # Hold bits: reading is paused while any is set
-        self.in_game = False  # its game login was answered OK
+        self.in_game = False  # its game login was answered OK: relayed as PACKETS from now on
         self.unread_since = 0.0  # since when it read none of its replies (while UNREAD)
         self.unread_size = 0  # its write buffer then
 
@@ -334,18 +337,24 @@ class Sessions:
         whether its socket may be read on. Nothing is decoded while its replies go unread or
         its worker's link is full (the data stays buffered: one read at most)."""
         budget = min(TURN_BUDGET, self.max_inflight - conn.inflight - len(conn.backlog))
-        if conn.held & (Hold.UNREAD | Hold.BUS):
+        if budget < 0 or conn.held & (Hold.UNREAD | Hold.BUS):
             budget = 0
         try:
-            messages = conn.decoder.feed(data, budget if budget > 0 else 0)
+            if conn.in_game:
+                packets, count = conn.decoder.split(data, budget)
+                if count:
+                    conn.last_recv = time.monotonic()  # only whole packets count as activity
+                    self.relay(conn, packets, count)
+            else:
+                messages = conn.decoder.feed(data, budget)
+                if messages:
+                    conn.last_recv = time.monotonic()
+                    self.from_client(conn, messages)
+                    if conn.closed:
+                        return
         except RemoteProtocolError as exc:
             self.drop(conn, exc.reason)
             return
-        if messages:
-            conn.last_recv = time.monotonic()  # only whole packets count as activity
-            self.from_client(conn, messages)
-            if conn.closed:
-                return
         if conn.held & (Hold.UNREAD | Hold.BUS):
             return  # lifting those decodes the rest
         if not conn.decoder.has_packet():
@@ -370,13 +379,25 @@ class Sessions:
             if not conn.closed:
                 self.pump(conn)
 
+    def relay(self, conn: ClientConnection, packets: bytes, count: int) -> None:
+        """Forward `count` whole packets of a session in game to its worker, undecoded: the
+        worker decodes and checks them and answers with encoded replies (ANSWER). Every packet
+        counts against ``max_inflight`` until the worker says it handled it."""
+        self.received += count
+        conn.inflight += count
+        outbox = self._outbox.get(conn.worker)  # type: ignore[arg-type]
+        if outbox is None:
+            self._outbox[conn.worker] = outbox = []  # type: ignore[index]
+        outbox.append([conn.sid, PACKETS, packets])
+        self._schedule_flush()
+
     def from_client(self, conn: ClientConnection, messages: list[Any]) -> None:
+        """Decoded messages of a session not (yet) in game: its opening request is placed, what
+        follows it before the login is answered waits (backlog) or goes to its worker."""
         sid, rules = conn.sid, conn.rules
         self.received += len(messages)
         for mtype, fields in messages:
             if conn.worker is not None and not rules.single_request:
-                if mtype == HEARTBEAT and conn.in_game:
-                    continue  # it only refreshes the idle timer, which lives here
                 outbox = self._outbox.get(conn.worker)
                 if outbox is None:
                     self._outbox[conn.worker] = outbox = []
@@ -663,6 +684,18 @@ class Sessions:
                 self._bind(conn, worker)
             elif conn.worker != worker:
                 self.counters["foreign_item"] += 1  # not the worker holding this session
+                continue
+            if mtype == ANSWER:
+                packets, consumed, count = fields
+                if consumed:
+                    conn.inflight = max(0, conn.inflight - consumed)
+                    if conn.held & Hold.INFLIGHT and conn.inflight <= low:
+                        relieved[conn] = None
+                if count:
+                    if not conn.pending:
+                        touched.append(conn)
+                    conn.pending.append(packets)
+                    self.sent += count
                 continue
             if mtype == ACCEPTED:
                 continue

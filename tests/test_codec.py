@@ -613,3 +613,101 @@ def test_codec_settings_at_the_bounds_are_accepted() -> None:
 def test_rand_out_of_range_raises_local_protocol_error(rand: int) -> None:
     with pytest.raises(LocalProtocolError):
         Codec().frame(b"\x8a\x13", rand=rand)
+
+
+# ----------------------------------------------------------------------- split (the relay's side)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ticks=st.lists(st.tuples(int64, st.booleans()), min_size=1, max_size=30),
+    limit=st.integers(1, 8),
+    data=st.data(),
+)
+def test_property_split_then_decode_far_away_equals_decoding_here(
+    ticks: list[tuple[int, bool]], limit: int, data: st.DataObject
+) -> None:
+    """What a gateway relays (split) and a worker decodes is what decoding at the gateway gave,
+    however the stream is cut and whatever the per-call limit."""
+    c = Codec()
+    messages = [GameReqHeartbeat() if beat else GameReqEcho(7, tick) for tick, beat in ticks]
+    stream = b"".join(c.encode(m) for m in messages)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10), label="cuts"))
+    chunks = [stream[a:b] for a, b in itertools.pairwise([0, *cuts, len(stream)])]
+    relay = c.decoder(GAME_CLIENT_MESSAGES, records=False)
+    far = c.decoder(GAME_CLIENT_MESSAGES, records=False)
+    decoded: list[object] = []
+    relayed = 0
+    for chunk in [*chunks, *[b""] * len(messages)]:  # empty calls drain what a limit left
+        packets, count = relay.split(chunk, limit)
+        assert count <= limit
+        got = far.feed(packets)
+        assert len(got) == count  # whole packets only: the far end never buffers a part
+        assert far.buffered == 0
+        decoded += got
+        relayed += count
+    assert relayed == len(messages)
+    assert decoded == [(m.TYPE, tuple(m)) for m in messages]  # type: ignore[attr-defined]
+    assert relay.buffered == 0
+
+
+def test_split_returns_the_bytes_as_received_and_keeps_a_partial_packet() -> None:
+    c = Codec()
+    one, two = c.encode(GameReqEcho(7, 1)), c.encode(GameReqEcho(7, 2))
+    decoder = c.decoder(GAME_CLIENT_MESSAGES)
+    assert decoder.split(one + two[:3]) == (one, 1)
+    assert decoder.buffered == 3 and not decoder.has_packet()
+    assert decoder.split(two[3:]) == (two, 1)
+    assert decoder.split() == (b"", 0)
+
+
+def test_split_with_a_limit_leaves_the_rest_for_split_or_feed() -> None:
+    """A session switches from decoding (before its login is answered) to relaying: the buffer
+    is shared, nothing is lost or repeated at the switch."""
+    c = Codec()
+    echoes = [GameReqEcho(7, tick) for tick in range(6)]
+    packets = [c.encode(m) for m in echoes]
+    decoder = c.decoder(GAME_CLIENT_MESSAGES)
+    assert decoder.feed(b"".join(packets), limit=2) == echoes[:2]
+    assert decoder.split(limit=0) == (b"", 0)
+    assert decoder.split(limit=3) == (b"".join(packets[2:5]), 3)
+    assert decoder.feed() == echoes[5:]
+
+
+@pytest.mark.parametrize(
+    ("reason", "packet"),
+    [
+        pytest.param(reason, packet, id=f"{reason}-{name}")
+        for reason, name, packet in VIOLATION_CASES
+        if reason in ("bad_code", "too_long")
+    ],
+)
+def test_split_raises_framing_violations_sticky(reason: str, packet: bytes) -> None:
+    decoder = Codec().decoder(GAME_CLIENT_MESSAGES)
+    with pytest.raises(RemoteProtocolError) as first:
+        decoder.split(GOOD_ECHO + packet)
+    assert first.value.reason == reason
+    with pytest.raises(RemoteProtocolError) as again:
+        decoder.split(GOOD_ECHO)
+    assert again.value is first.value
+    assert decoder.buffered == 0
+
+
+@pytest.mark.parametrize(
+    ("reason", "packet"),
+    [
+        pytest.param(reason, packet, id=f"{reason}-{name}")
+        for reason, name, packet in VIOLATION_CASES
+        if reason not in ("bad_code", "too_long")
+    ],
+)
+def test_split_passes_payload_violations_on_for_the_far_end_to_judge(
+    reason: str, packet: bytes
+) -> None:
+    """Only the framing is checked by split; the decoder at the far end raises the rest."""
+    relay = Codec().decoder(GAME_CLIENT_MESSAGES)
+    packets, count = relay.split(GOOD_ECHO + packet)
+    assert (packets, count) == (GOOD_ECHO + packet, 2)
+    with pytest.raises(RemoteProtocolError) as info:
+        Codec().decoder(GAME_CLIENT_MESSAGES).feed(packets)
+    assert info.value.reason == reason

@@ -21,9 +21,15 @@ account in game is refused whichever gateway it came through.
 In systemlink mode auth workers push keys (SS_REQ_NEW_CLIENT_LOGIN); the worker stores them
 (:mod:`workers.pending_keys`) and ACKs at once with the same Parameter.
 
-A violation (a message not allowed in the session's mode, an AccountNo mismatch, a failed login)
-answers the gateway with a CLOSE item naming the reason; the gateway closes the client and counts
-it.
+Once its login is answered OK, a session is *relayed* by its gateway: its packets arrive as they
+came from the client (PACKETS items, masked, whole packets) and are decoded here with the shared
+codec, and its replies go back encoded (one ANSWER item per session and frame, which also says how
+many of its packets were handled: the gateway's ``max_inflight`` counts them). So the codec's
+work on the hot path is the workers', which scale out, not the gateway's.
+
+A violation (a message not allowed in the session's mode, an AccountNo mismatch, a failed login,
+a relayed packet that breaks the wire protocol) answers the gateway with a CLOSE item naming the
+reason; the gateway closes the client (after the replies before it) and counts it.
 """
 
 from __future__ import annotations
@@ -39,12 +45,14 @@ from typing import Any
 
 from cluster import bus, runtime
 from cluster.bus import Item
+from cluster.codec import Codec, RemoteProtocolError, StreamDecoder
 from cluster.config import Config
 from cluster.datalink import WorkerDataLinks, worker_data_links
 from cluster.db import Database, open_database
 from cluster.dispatch import Dispatcher, Roster
 from cluster.link import BusLink, bus_link
 from cluster.messages import (
+    GAME_CLIENT_MESSAGES,
     GameLoginStatus,
     GameReqEcho,
     GameReqHeartbeat,
@@ -61,7 +69,7 @@ from workers.status_rows import StatusRows
 log = logging.getLogger("workers.game")
 
 CLOSE, CANCEL_KEY, ACCEPTED = bus.Control.CLOSE, bus.Control.CANCEL_KEY, bus.Control.ACCEPTED
-IN_GAME = bus.Control.IN_GAME
+IN_GAME, PACKETS, ANSWER = bus.Control.IN_GAME, bus.Control.PACKETS, bus.Control.ANSWER
 PUSH, ACK = bus.LinkType.REQ_NEW_CLIENT_LOGIN, bus.LinkType.RES_NEW_CLIENT_LOGIN
 LOGIN, ECHO, HEARTBEAT = GameReqLogin.TYPE, GameReqEcho.TYPE, GameReqHeartbeat.TYPE
 RES_LOGIN, RES_ECHO = GameResLogin.TYPE, GameResEcho.TYPE
@@ -90,10 +98,12 @@ class PlayerSession:
 
     __slots__ = (
         "account_no",
+        "decoder",
         "entered",
         "gateway",
         "inbox",
         "mode",
+        "relayed",
         "released",
         "sid",
         "verdict",
@@ -106,6 +116,9 @@ class PlayerSession:
         self.account_no: int | None = None  # set by its REQ_LOGIN
         self.mode = Mode.AUTH
         self.inbox: deque[Item] = deque()
+        #: Decoded ``(type, fields)`` of its relayed packets, which follow everything in `inbox`.
+        self.relayed: deque[tuple[int, tuple[Any, ...]]] = deque()
+        self.decoder: StreamDecoder | None = None  # its relayed packets' decoder, once relayed
         self.verifying = False  # an awaitable admission is running
         self.verdict: bool | None = None  # its answer, for the next auth frame
         self.entered = False  # its status row was set to 1
@@ -125,6 +138,8 @@ class GameWorker:
         status_rows: StatusRows | None = None,
     ) -> None:
         self.version = config.game.version
+        protocol = config.protocol
+        self.codec = Codec(protocol.code, protocol.key1, protocol.key2)
         self.frame_interval = config.game.frame_interval
         self.key_check = key_check
         self.pending = pending
@@ -138,7 +153,8 @@ class GameWorker:
         self.by_account: dict[int, PlayerSession] = {}
         self.session_count = 0
         self.counters: Counter[str] = Counter()
-        self.received = 0  # session items in (PacketProc)
+        self.received = 0  # session items and relayed packets in (PacketProc)
+        self.sent = 0  # replies to clients out
         self._rates = Rates()
         self._next_expiry = 0.0
         self._auth_ready: dict[PlayerSession, None] = {}  # ordered set
@@ -204,9 +220,9 @@ class GameWorker:
         table = self.gateways.get(source)
         if table is None:
             table = self.gateways[source] = {}
-        self.received += len(items)
+        received = len(items)
         for item in items:
-            sid, mtype, _ = item
+            sid, mtype, fields = item
             session = table.get(sid)
             if session is None:
                 if mtype == LOGIN and self.draining:
@@ -223,6 +239,9 @@ class GameWorker:
                     if mtype != CLOSE:  # the session ended here before this arrived
                         self.outbox_add(source, [sid, CLOSE, "unknown_session"])
                     continue
+            elif mtype == PACKETS:
+                received += self._relayed(session, fields[0]) - 1
+                continue
             elif mtype == CLOSE:
                 self.release(session)
                 continue
@@ -233,11 +252,29 @@ class GameWorker:
                 self._auth_ready[session] = None
         if not table:
             del self.gateways[source]
-        self._queued += len(items)
+        self.received += received
+        self._queued += received
         if self._queued > self.max_inbox and self.data is not None and not self.data.paused:
             self.counters["inbox_full"] += 1
             self.data.pause()  # resumed by the frame that works the inbox off
         self._schedule_frame()
+
+    def _relayed(self, session: PlayerSession, packets: bytes) -> int:
+        """Decode a relayed session's packets into its inbox; the number decoded."""
+        decoder = session.decoder
+        if decoder is None:
+            if session.mode is Mode.AUTH:  # a gateway out of step: no login was answered OK
+                self._close(session, "not_logged_in")
+                return 0
+            decoder = session.decoder = self.codec.decoder(GAME_CLIENT_MESSAGES, records=False)
+        try:
+            messages = decoder.feed(packets)
+        except RemoteProtocolError as exc:
+            self._close(session, exc.reason)
+            return 0
+        session.relayed.extend(messages)
+        self._game_ready[session] = None
+        return len(messages)
 
     def _link_item(self, source: bytes, item: Item) -> None:
         """From an auth worker: SS_REQ_NEW_CLIENT_LOGIN and its cancel (systemlink), and the
@@ -282,6 +319,7 @@ class GameWorker:
             return
         session.released = True
         session.inbox.clear()
+        session.relayed.clear()
         self.session_count -= 1
         table = self.gateways.get(session.gateway)
         if table is not None:
@@ -330,12 +368,12 @@ class GameWorker:
         in_game = inbox = 0
         for table in self.gateways.values():
             for session in table.values():
-                inbox += len(session.inbox)
+                inbox += len(session.inbox) + len(session.relayed)
                 if session.mode is Mode.GAME:
                     in_game += 1
         rates = self._rates.update({
             "auth_fps": self.counters["auth_frames"], "game_fps": self.counters["game_frames"],
-            "recv_tps": self.received, "send_tps": self.outbox.sent,
+            "recv_tps": self.received, "send_tps": self.sent,
             "login_tps": self.counters["login_ok"],
         })  # fmt: skip
         return {
@@ -414,6 +452,8 @@ class GameWorker:
             inbox = session.inbox
             while inbox and not session.released:
                 self._game_packet(session, inbox.popleft())
+            if session.relayed and not session.released:
+                self._game_relayed(session)
 
     def _auth_packet(self, session: PlayerSession, item: Item) -> None:
         _, mtype, fields = item
@@ -465,6 +505,7 @@ class GameWorker:
             self._schedule_frame()
 
     def _reply_login(self, session: PlayerSession, status: int) -> None:
+        self.sent += 1
         self.outbox_add(session.gateway, [session.sid, RES_LOGIN, status, session.account_no])
 
     def _finish_login(self, session: PlayerSession, admitted: bool) -> None:
@@ -488,12 +529,44 @@ class GameWorker:
                 return
             self.outbox_add(session.gateway, [sid, RES_ECHO, account_no, send_tick])
             self.counters["echo"] += 1
+            self.sent += 1
         elif mtype == HEARTBEAT:
             self.counters["heartbeat"] += 1
         elif mtype == LOGIN:
             self._close(session, "login_in_game")
         else:
             self._close(session, "not_allowed_in_game")
+
+    def _game_relayed(self, session: PlayerSession) -> None:
+        """The game frame of a relayed session: handle every relayed packet waiting (as
+        :meth:`_game_packet` does), then answer with one ANSWER item: the encoded replies and
+        how many packets were handled (before a CLOSE, when one ends it)."""
+        inbox, account = session.relayed, session.account_no
+        encode = self.codec.encode_fields
+        replies: list[bytes] = []
+        handled = heartbeats = 0
+        reason = ""
+        while inbox:
+            mtype, fields = inbox.popleft()
+            handled += 1
+            if mtype == ECHO:
+                if fields[0] != account:
+                    reason = "account_mismatch"
+                    break
+                replies.append(encode(RES_ECHO, fields))
+            elif mtype == HEARTBEAT:
+                heartbeats += 1
+            else:
+                reason = "login_in_game" if mtype == LOGIN else "not_allowed_in_game"
+                break
+        count = len(replies)
+        self.outbox_add(session.gateway, [session.sid, ANSWER, b"".join(replies), handled, count])
+        self.sent += count
+        self.counters["echo"] += count
+        if heartbeats:
+            self.counters["heartbeat"] += heartbeats
+        if reason:
+            self._close(session, reason)
 
     def close_all(self, reason: str) -> None:
         """Close every session (shutdown), telling each gateway."""
