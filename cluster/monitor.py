@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from cluster import bus, metrics, runtime
+from cluster import bus, metrics, role
 from cluster.bus import Item
 from cluster.config import Config
 from cluster.db import (
@@ -35,6 +35,7 @@ from cluster.db import (
 )
 from cluster.dispatch import Dispatcher
 from cluster.link import BusLink, bus_link
+from cluster.role import Role, StartupError
 from cluster.stats import SAMPLE_INTERVAL, ProcessSampler, Sample
 
 log = logging.getLogger("cluster.monitor")
@@ -194,47 +195,56 @@ async def _sample_self(monitor: Monitor, sampler: ProcessSampler) -> None:
         monitor.record(sampler.sample())
 
 
-async def run(config: Config) -> int:
-    stop = runtime.stop_event()
-    mon = config.monitor
-    monitor = Monitor()
-    link = bus_link(config, "monitor", monitor.dispatcher(), counters=monitor.counters)
-    monitor.link = link
-    try:
-        server = await asyncio.start_server(
-            lambda r, w: _http(monitor, r, w), mon.metrics_host, mon.metrics_port
+class MonitorRole(Role):
+    """The monitor process: its bus link, its metrics HTTP port, its DB rows (see
+    :mod:`cluster.role` for the order its hooks run in). It samples itself (no reporter)."""
+
+    name = "monitor"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.monitor = Monitor()
+        self.server: asyncio.AbstractServer | None = None
+        self.db: Database | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def open(self) -> None:
+        mon, monitor = self.config.monitor, self.monitor
+        self.link = monitor.link = bus_link(
+            self.config, "monitor", monitor.dispatcher(), counters=monitor.counters
         )
-    except OSError as exc:
-        log.error("cannot listen on monitor.metrics_port %s:%d: %s", mon.metrics_host,
-                  mon.metrics_port, exc)  # fmt: skip
-        return 1
-    db = await open_database(config)
-    sampler = ProcessSampler(link.identity.decode(), "monitor", lambda: {
-        "processes": len(monitor.live()),
-    })  # fmt: skip
-    tasks = [
-        asyncio.create_task(_rows_forever(monitor, db, mon.db_interval)),
-        asyncio.create_task(_sample_self(monitor, sampler)),
-    ]
-    await link.start()
-    registered = asyncio.create_task(link.registered.wait())
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({registered, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    if not stop.is_set():
-        runtime.announce_ready(
-            role="monitor", metrics=f"http://{mon.metrics_host}:{mon.metrics_port}/metrics",
-            loop=runtime.loop_name(),
-        )  # fmt: skip
-        await stop.wait()
-    registered.cancel()
-    for task in tasks:
-        task.cancel()
-    server.close()
-    await link.close()
-    await db.close()
-    return 0
+        try:
+            self.server = await asyncio.start_server(
+                lambda r, w: _http(monitor, r, w), mon.metrics_host, mon.metrics_port
+            )
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on monitor.metrics_port {mon.metrics_host}:{mon.metrics_port}: "
+                f"{exc}"
+            ) from None
+        self.db = await open_database(self.config)
+        sampler = ProcessSampler(self.link.identity.decode(), "monitor", lambda: {
+            "processes": len(monitor.live()),
+        })  # fmt: skip
+        self.tasks = [
+            asyncio.create_task(_rows_forever(monitor, self.db, mon.db_interval)),
+            asyncio.create_task(_sample_self(monitor, sampler)),
+        ]
+
+    def ready_fields(self) -> dict[str, object]:
+        mon = self.config.monitor
+        return {"metrics": f"http://{mon.metrics_host}:{mon.metrics_port}/metrics"}
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        if self.server is not None:
+            self.server.close()
+        await super().close()
+        if self.db is not None:
+            await self.db.close()
 
 
 def serve(config: Config) -> int:
     """Run the monitor in the foreground until SIGINT/SIGTERM; returns the exit code."""
-    return runtime.run(run(config))
+    return role.serve(MonitorRole(config))

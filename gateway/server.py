@@ -1,4 +1,5 @@
-"""The gateway process lifecycle: bus link, listening sockets, timers, graceful stop.
+"""The gateway role: its bus link, data port, listening sockets, sweeps and graceful stop, as
+hooks of the one role lifecycle (:mod:`cluster.role`).
 
 Everything about sessions lives in :mod:`gateway.sessions`; this module only starts and stops it.
 """
@@ -13,13 +14,14 @@ from collections import Counter
 
 import zmq
 
-from cluster import runtime
+from cluster import role
 from cluster.codec import Codec
 from cluster.config import Config
-from cluster.datalink import data_bind, gateway_data_port
+from cluster.datalink import GatewayDataPort, data_bind, gateway_data_port
 from cluster.db import Database, open_database
 from cluster.dispatch import Dispatcher
 from cluster.link import bus_link
+from cluster.role import Role, StartupError
 from cluster.security import SecurityError
 from cluster.stats import ProcessSampler, Reporter
 from gateway.sessions import Sessions, game_rules, login_rules
@@ -66,133 +68,147 @@ def format_drops(drops: dict[str, int]) -> str:
     return "drops: " + (" ".join(f"{k}={v}" for k, v in sorted(drops.items())) or "none")
 
 
-async def run(config: Config) -> int:
-    gw = config.gateway
-    codec = Codec(config.protocol.code, config.protocol.key1, config.protocol.key2)
-    counters: Counter[str] = Counter()
-    handlers: list[Dispatcher] = []
+class GatewayRole(Role):
+    """The gateway: its data port, its session table, its two listening ports (see
+    :mod:`cluster.role` for the order its hooks run in)."""
 
-    def on_bus(frames: list[bytes]) -> None:
-        handlers[0](frames)
+    name = "gateway"
+    final_sample = True  # its last sample counts every accept
 
-    db: Database | None = None
-    whitelist: WhiteList | None = None
-    if gw.whiteip == "enforce":
-        db = await open_database(config)
-        whitelist = WhiteList(db, gw.whiteip_refresh)
-        if not await whitelist.load():
-            log.error("gateway.whiteip = enforce and no list could be read: admitting nobody yet")
-        whitelist.start()
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.counters: Counter[str] = Counter()
+        self.db: Database | None = None
+        self.whitelist: WhiteList | None = None
+        self.data: GatewayDataPort | None = None
+        self.servers: list[asyncio.AbstractServer] = []
+        self.sessions: Sessions | None = None
 
-    try:
-        data = gateway_data_port(
-            config, counters, lambda worker, bodies: handlers[0].deliver(worker, bodies),
-            lambda worker, reason: sessions.worker_gone(worker, reason, tell_worker=True),
-        )  # fmt: skip
-        await data.start()
-    except (OSError, zmq.ZMQError) as exc:
-        log.error("cannot bind gateway.data_bind %s: %s", data_bind(config), exc)
-        return 1
-    except SecurityError as exc:
-        log.error("%s", exc)
-        return 1
-    info = {
-        "game": f"{gw.public_host}:{gw.game_port}",
-        "login": f"{gw.host}:{gw.login_port}",
-        "data": data.endpoint,
-    }
-    link = bus_link(config, "gateway", on_bus, info=info, counters=counters)
-    sessions = Sessions(
-        codec, link, session_limit(gw.max_sessions), (gw.public_host, gw.game_port),
-        whitelist.admit if whitelist is not None else None,
-        max_outbound=gw.max_outbound, login_rate=gw.login_rate, data=data,
-        max_inflight=gw.max_inflight, max_per_address=gw.max_per_address,
-        stall_timeout=gw.stall_timeout, counters=counters,
-    )  # fmt: skip
-    handlers.append(Dispatcher(
-        counters, items=sessions.replies, unroutable=sessions.unroutable, gone=sessions.gone,
-        evicted=sessions.evicted, reset=sessions.reset, encodes_replies=True,
-    ))  # fmt: skip
-    loop = asyncio.get_running_loop()
-    stop = runtime.stop_event()
-    servers = []
-    for key, port, rules in (
-        ("game_port", gw.game_port, game_rules(gw.heartbeat_timeout)),
-        ("login_port", gw.login_port, login_rules()),
-    ):
+    async def open(self) -> None:
+        config, gw = self.config, self.config.gateway
+        codec = Codec(config.protocol.code, config.protocol.key1, config.protocol.key2)
+        dispatch: list[Dispatcher] = []  # the dispatcher needs the sessions, which need the link
+        if gw.whiteip == "enforce":
+            self.db = await open_database(config)
+            self.whitelist = WhiteList(self.db, gw.whiteip_refresh)
+            if not await self.whitelist.load():
+                log.error("gateway.whiteip = enforce and no list could be read: admitting nobody")
+            self.whitelist.start()
         try:
-            servers.append(
-                await loop.create_server(sessions.factory(rules), gw.host, port, backlog=4096)
-            )
-        except OSError as exc:
-            log.error("cannot listen on gateway.%s %s:%d: %s", key, gw.host, port, exc)
-            for server in servers:
-                server.close()
-            return 1
-    reporter = Reporter(
-        link, ProcessSampler(link.identity.decode(), "gateway", sessions.collect), LOG_KEYS, log
-    )
-    await link.start()
-    reporter.start()
-    registered = asyncio.create_task(link.registered.wait())
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({registered, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    if not stop.is_set():
-        runtime.announce_ready(
-            role="gateway", login=f"{gw.host}:{gw.login_port}", game=f"{gw.host}:{gw.game_port}",
-            loop=runtime.loop_name(),
+            self.data = gateway_data_port(
+                config, self.counters, lambda worker, bodies: dispatch[0].deliver(worker, bodies),
+                lambda worker, reason: sessions.worker_gone(worker, reason, tell_worker=True),
+            )  # fmt: skip
+            await self.data.start()
+        except (OSError, zmq.ZMQError) as exc:
+            raise StartupError(
+                f"cannot bind gateway.data_bind {data_bind(config)}: {exc}"
+            ) from None
+        except SecurityError as exc:
+            raise StartupError(str(exc)) from None
+        info = {
+            "game": f"{gw.public_host}:{gw.game_port}",
+            "login": f"{gw.host}:{gw.login_port}",
+            "data": self.data.endpoint,
+        }
+        self.link = bus_link(
+            config, "gateway", lambda frames: dispatch[0](frames), info=info,
+            counters=self.counters,
         )  # fmt: skip
-        await _serve(sessions, config, stop)
-    registered.cancel()
-    # Drain: accept nothing more, let the logins in flight be answered (bounded), then close.
-    for server in servers:
-        server.close()
-    reporter.stop(final=True)  # its last sample counts every accept
-    deadline = time.monotonic() + min(gw.reply_timeout, DRAIN_TIMEOUT)
-    while sessions.waiting() and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    for conn in list(sessions.table.values()):
-        sessions.closed(conn, "gateway_shutdown")
-        conn.finish()
-    sessions.flush()
-    data.close()
-    await link.close()
-    if whitelist is not None:
-        whitelist.stop()
-    if db is not None:
-        await db.close()
-    bus_counters = " ".join(f"{k}={v}" for k, v in sorted(sessions.counters.items()))
-    holds = " ".join(f"{k}={v}" for k, v in sorted(sessions.holds.items()))
-    log.info("bus: %s held: %s", bus_counters or "none", holds or "none")
-    log.info("stopped: %s %s", _accepted(sessions), format_drops(sessions.drops))
-    return 0
+        sessions = self.sessions = Sessions(
+            codec, self.link, session_limit(gw.max_sessions), (gw.public_host, gw.game_port),
+            self.whitelist.admit if self.whitelist is not None else None,
+            max_outbound=gw.max_outbound, login_rate=gw.login_rate, data=self.data,
+            max_inflight=gw.max_inflight, max_per_address=gw.max_per_address,
+            stall_timeout=gw.stall_timeout, counters=self.counters,
+        )  # fmt: skip
+        dispatch.append(Dispatcher(
+            self.counters, items=sessions.replies, unroutable=sessions.unroutable,
+            gone=sessions.gone, evicted=sessions.evicted, reset=sessions.reset,
+            encodes_replies=True,
+        ))  # fmt: skip
+        loop = asyncio.get_running_loop()
+        for key, port, rules in (
+            ("game_port", gw.game_port, game_rules(gw.heartbeat_timeout)),
+            ("login_port", gw.login_port, login_rules()),
+        ):
+            try:
+                server = await loop.create_server(
+                    sessions.factory(rules), gw.host, port, backlog=4096
+                )
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot listen on gateway.{key} {gw.host}:{port}: {exc}"
+                ) from None
+            self.servers.append(server)
+        self.reporter = Reporter(
+            self.link, ProcessSampler(self.link.identity.decode(), "gateway", sessions.collect),
+            LOG_KEYS, log,
+        )  # fmt: skip
+
+    def ready_fields(self) -> dict[str, object]:
+        gw = self.config.gateway
+        return {"login": f"{gw.host}:{gw.login_port}", "game": f"{gw.host}:{gw.game_port}"}
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Sweep timeouts every second and log a summary when the drops changed."""
+        assert self.sessions is not None
+        sessions, gw = self.sessions, self.config.gateway
+        last_drops: dict[str, int] = {}
+        next_stats = time.monotonic() + STATS_INTERVAL
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), SWEEP_INTERVAL)
+            except TimeoutError:
+                pass
+            now = time.monotonic()
+            sessions.sweep(now, gw.reply_timeout, gw.login_timeout)
+            if now >= next_stats:
+                next_stats = now + STATS_INTERVAL
+                if dict(sessions.drops) != last_drops:
+                    last_drops = dict(sessions.drops)
+                    log.info(
+                        "sessions=%d %s %s", len(sessions.table), _accepted(sessions),
+                        format_drops(sessions.drops),
+                    )  # fmt: skip
+
+    async def drain(self) -> None:
+        """Accept nothing more, let the logins in flight be answered (bounded), then close
+        every client."""
+        for server in self.servers:
+            server.close()
+        sessions = self.sessions
+        assert sessions is not None
+        deadline = time.monotonic() + min(self.config.gateway.reply_timeout, DRAIN_TIMEOUT)
+        while sessions.waiting() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(sessions.table.values()):
+            sessions.closed(conn, "gateway_shutdown")
+            conn.finish()
+        sessions.flush()
+
+    async def close(self) -> None:
+        for server in self.servers:
+            server.close()
+        if self.data is not None:
+            self.data.close()
+        await super().close()
+        if self.whitelist is not None:
+            self.whitelist.stop()
+        if self.db is not None:
+            await self.db.close()
+        sessions = self.sessions
+        if sessions is not None:
+            bus_counters = " ".join(f"{k}={v}" for k, v in sorted(sessions.counters.items()))
+            holds = " ".join(f"{k}={v}" for k, v in sorted(sessions.holds.items()))
+            log.info("bus: %s held: %s", bus_counters or "none", holds or "none")
+            log.info("stopped: %s %s", _accepted(sessions), format_drops(sessions.drops))
 
 
 def _accepted(sessions: Sessions) -> str:
     return " ".join(f"accepted_{port}={n}" for port, n in sorted(sessions.accepted.items()))
 
 
-async def _serve(sessions: Sessions, config: Config, stop: asyncio.Event) -> None:
-    """Sweep timeouts every second and log a summary when the drops changed."""
-    last_drops: dict[str, int] = {}
-    next_stats = time.monotonic() + STATS_INTERVAL
-    while not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), SWEEP_INTERVAL)
-        except TimeoutError:
-            pass
-        now = time.monotonic()
-        sessions.sweep(now, config.gateway.reply_timeout, config.gateway.login_timeout)
-        if now >= next_stats:
-            next_stats = now + STATS_INTERVAL
-            if dict(sessions.drops) != last_drops:
-                last_drops = dict(sessions.drops)
-                log.info(
-                    "sessions=%d %s %s", len(sessions.table), _accepted(sessions),
-                    format_drops(sessions.drops),
-                )  # fmt: skip
-
-
 def serve(config: Config) -> int:
     """Run a gateway in the foreground until SIGINT/SIGTERM; returns the exit code."""
-    return runtime.run(run(config))
+    return role.serve(GatewayRole(config))

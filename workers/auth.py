@@ -11,9 +11,10 @@ For each request from a gateway's login port:
    SS_RES_NEW_CLIENT_LOGIN with that Parameter comes back; an ACK for another Parameter (an earlier
    attempt) is ignored; no ACK within ``[auth] link_timeout`` answers NOSERVER and cancels the
    pushed key; non-systemlink: OK at once (the game worker reads the key from the DB itself);
-4. RES_LOGIN carries ID and Nickname from the DB and a game (and chat) server address, which the
-   gateway the client came through sets to its own ``public_host:game_port``; then the gateway
-   closes the connection.
+4. the answer goes to the gateway as a LOGIN_RESULT item (status, ID and Nickname from the DB);
+   the gateway makes the client's RES_LOGIN of it with its own ``public_host:game_port`` as the
+   game (and chat) server address (only it knows where its clients reach it), then closes the
+   connection.
 
 Logins run concurrently (at most ``[auth] max_inflight``); replies of one loop iteration go out as
 one bus message per gateway.
@@ -28,16 +29,17 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from cluster import bus, runtime
+from cluster import bus, role
 from cluster.bus import Item
 from cluster.config import Config
 from cluster.db import AccountRow, Database, DatabaseError, open_database
 from cluster.dispatch import Dispatcher, Roster
 from cluster.link import BusLink, bus_link
-from cluster.messages import LoginReqLogin, LoginResLogin, LoginStatus
+from cluster.messages import LoginReqLogin, LoginStatus
+from cluster.role import Role
 from cluster.stats import ProcessSampler, Rates, Reporter
 from workers.account_reader import AccountReader
 from workers.outbox import Outbox
@@ -49,7 +51,7 @@ log = logging.getLogger("workers.auth")
 CLOSE, CANCEL_KEY, ACCEPTED = bus.Control.CLOSE, bus.Control.CANCEL_KEY, bus.Control.ACCEPTED
 IN_GAME = bus.Control.IN_GAME
 PUSH, ACK = bus.LinkType.REQ_NEW_CLIENT_LOGIN, bus.LinkType.RES_NEW_CLIENT_LOGIN
-REQ_LOGIN, RES_LOGIN = LoginReqLogin.TYPE, LoginResLogin.TYPE
+REQ_LOGIN, LOGIN_RESULT = LoginReqLogin.TYPE, bus.Control.LOGIN_RESULT
 #: Seconds a stopping auth worker waits for the logins in flight.
 DRAIN_TIMEOUT = 15.0
 #: What the summary line in the log shows.
@@ -99,7 +101,6 @@ class AuthWorker:
     def __init__(self, config: Config, db: Database) -> None:
         self.systemlink = config.cluster.link_mode == "systemlink"
         self.link_timeout = config.auth.link_timeout
-        self.game_address = (config.gateway.public_host, config.gateway.game_port)
         self.db = db
         self.reader = AccountReader(db, config.db.pool_size)
         self.link: BusLink | None = None
@@ -182,15 +183,13 @@ class AuthWorker:
         if status == LoginStatus.OK:
             self.counters["login_ok"] += 1
             self.latency.add(time.monotonic() - started)
-        host, port = self.game_address
         user_id = (row.user_id or "") if row is not None else ""
         nickname = (row.nickname or "") if row is not None else ""
         assert self.outbox is not None
         self.outbox.add_soon(
             gateway,
-            [sid, RES_LOGIN, account_no, int(status), user_id[:20], nickname[:20],
-             host, port, host, port],
-        )  # fmt: skip
+            [sid, LOGIN_RESULT, account_no, int(status), user_id[:20], nickname[:20]],
+        )
         self.outbox.add_soon(gateway, [sid, CLOSE, ""])
 
     async def _decide(
@@ -284,51 +283,68 @@ class AuthWorker:
         }
 
 
-async def run(config: Config) -> int:
-    stop = runtime.stop_event()
-    db = await open_database(config)
-    worker = AuthWorker(config, db)
-    link = bus_link(
-        config,
-        "auth",
-        worker.dispatcher(),
-        load=lambda: worker.inflight,
-        info={"link_mode": config.cluster.link_mode},
-        counters=worker.counters,
-    )
-    worker.attach(link)
-    assert worker.status_rows is not None
-    worker.status_rows.start()
-    reporter = Reporter(
-        link, ProcessSampler(link.identity.decode(), "auth", worker.collect), LOG_KEYS, log
-    )
-    await link.start()
-    reporter.start()
-    ready = asyncio.ensure_future(
-        asyncio.gather(link.registered.wait(), worker.roster_known.wait())
-    )
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    if not stop.is_set():
-        runtime.announce_ready(
-            role="auth", id=link.identity.decode(), link_mode=config.cluster.link_mode,
-            loop=runtime.loop_name(),
+class AuthRole(Role):
+    """An auth worker process (see :mod:`cluster.role` for the order its hooks run in). Ready
+    once registered and the first ROSTER (which game workers exist) has arrived."""
+
+    name = "auth"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.db: Database | None = None
+        self.worker: AuthWorker | None = None
+
+    async def open(self) -> None:
+        config = self.config
+        db = self.db = await open_database(config)
+        worker = self.worker = AuthWorker(config, db)
+        self.link = bus_link(
+            config, "auth", worker.dispatcher(), load=lambda: worker.inflight,
+            info={"link_mode": config.cluster.link_mode}, counters=worker.counters,
         )  # fmt: skip
-        reconciler = reconciler_for(config, db, lambda: set(worker.game_workers), worker.counters)
+        worker.attach(self.link)
+        assert worker.status_rows is not None
+        worker.status_rows.start()
+        self.reporter = Reporter(
+            self.link, ProcessSampler(self.link.identity.decode(), "auth", worker.collect),
+            LOG_KEYS, log,
+        )  # fmt: skip
+
+    def ready(self) -> Awaitable[Any]:
+        assert self.worker is not None
+        return asyncio.gather(self.link.registered.wait(), self.worker.roster_known.wait())
+
+    def ready_fields(self) -> dict[str, object]:
+        return {"id": self.link.identity.decode(), "link_mode": self.config.cluster.link_mode}
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Serve, reconciling status rows of dead owners (see workers.reconcile) meanwhile."""
+        worker, db = self.worker, self.db
+        assert worker is not None and db is not None
+        reconciler = reconciler_for(
+            self.config, db, lambda: set(worker.game_workers), worker.counters
+        )
         await reconciler.start()
         await stop.wait()
         await reconciler.stop()
-    ready.cancel()
-    reporter.stop()
-    link.send([bus.DRAIN])  # no new logins for us; answer the ones in flight, then leave
-    await worker.finish(DRAIN_TIMEOUT)
-    await link.close()
-    await worker.status_rows.close(1.0)
-    await db.close()
-    log.info("stopped; counters: %s", dict(worker.counters))
-    return 0
+
+    async def drain(self) -> None:
+        """No new logins for us; answer the ones in flight, then leave."""
+        assert self.worker is not None
+        self.link.send([bus.DRAIN])
+        await self.worker.finish(DRAIN_TIMEOUT)
+
+    async def close(self) -> None:
+        await super().close()
+        worker = self.worker
+        if worker is not None and worker.status_rows is not None:
+            await worker.status_rows.close(1.0)
+        if self.db is not None:
+            await self.db.close()
+        if worker is not None:
+            log.info("stopped; counters: %s", dict(worker.counters))
 
 
 def serve(config: Config) -> int:
     """Run one auth worker in the foreground until SIGINT/SIGTERM; returns the exit code."""
-    return runtime.run(run(config))
+    return role.serve(AuthRole(config))

@@ -43,7 +43,7 @@ from collections.abc import Awaitable
 from enum import IntEnum
 from typing import Any
 
-from cluster import bus, runtime
+from cluster import bus, role
 from cluster.bus import Item
 from cluster.codec import Codec, RemoteProtocolError, StreamDecoder
 from cluster.config import Config
@@ -60,6 +60,7 @@ from cluster.messages import (
     GameResEcho,
     GameResLogin,
 )
+from cluster.role import Role
 from cluster.stats import ProcessSampler, Rates, Reporter
 from workers.keycheck import AcceptAnyKey, KeyCheck, PendingKeyCheck, StoredKeyCheck
 from workers.outbox import Outbox
@@ -587,68 +588,76 @@ def key_check_for(config: Config, db: Database | None, pending: PendingKeys | No
     return StoredKeyCheck(db)
 
 
-async def run(config: Config) -> int:
-    stop = runtime.stop_event()
-    db: Database | None = None
-    pending: PendingKeys | None = None
-    if config.game.verify_key:
-        db = await open_database(config)
-        if config.cluster.link_mode == "systemlink":
-            pending = PendingKeys(config.game.pending_key_ttl)
-    else:
-        log.warning("game.verify_key = false: every login is accepted (raw echo load tests only)")
-    key_check = key_check_for(config, db, pending)
-    worker = GameWorker(config, key_check, pending)
-    dispatch = worker.dispatcher()
-    link = bus_link(
-        config,
-        "game",
-        dispatch,
-        load=lambda: worker.session_count,
-        info={"key_check": key_check.name},
-        counters=worker.counters,
-    )
-    data = worker_data_links(config, link.identity, worker.counters, dispatch.deliver,
-                             worker.peer_gone)  # fmt: skip
-    worker.attach(link, data)
-    if db is not None:
-        worker.status_rows = StatusRows(db, link.identity.decode(), worker.counters)
-        worker.status_rows.start()
-    reporter = Reporter(
-        link, ProcessSampler(link.identity.decode(), "game", worker.collect), LOG_KEYS, log
-    )
-    data.start()
-    await link.start()
-    worker.start()
-    reporter.start()
-    registered = asyncio.create_task(link.registered.wait())
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({registered, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    if not stop.is_set():
-        runtime.announce_ready(
-            role="game", id=link.identity.decode(), key_check=key_check.name.split()[0],
-            loop=runtime.loop_name(),
+class GameRole(Role):
+    """A game worker process (see :mod:`cluster.role` for the order its hooks run in)."""
+
+    name = "game"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.db: Database | None = None
+        self.data: WorkerDataLinks | None = None
+        self.worker: GameWorker | None = None
+
+    async def open(self) -> None:
+        config = self.config
+        pending: PendingKeys | None = None
+        if config.game.verify_key:
+            self.db = await open_database(config)
+            if config.cluster.link_mode == "systemlink":
+                pending = PendingKeys(config.game.pending_key_ttl)
+        else:
+            log.warning(
+                "game.verify_key = false: every login is accepted (raw echo load tests only)"
+            )
+        self.key_check = key_check_for(config, self.db, pending)
+        worker = self.worker = GameWorker(config, self.key_check, pending)
+        dispatch = worker.dispatcher()
+        self.link = bus_link(
+            config, "game", dispatch, load=lambda: worker.session_count,
+            info={"key_check": self.key_check.name}, counters=worker.counters,
         )  # fmt: skip
-        await stop.wait()
-    registered.cancel()
-    reporter.stop()
-    # Drain: nothing new is placed here from now on; every session is closed cleanly (replies
-    # already queued go out first) and its status row reset, within SHUTDOWN_GRACE.
-    worker.draining = True
-    link.send([bus.DRAIN])
-    worker.stop()
-    worker.close_all("worker_shutdown")
-    worker.flush()
-    data.close()
-    await link.close()
-    if worker.status_rows is not None:
-        await worker.status_rows.close(SHUTDOWN_GRACE)
-    if db is not None:
-        await db.close()
-    log.info("stopped; counters: %s", dict(worker.counters))
-    return 0
+        self.data = worker_data_links(
+            config, self.link.identity, worker.counters, dispatch.deliver, worker.peer_gone
+        )
+        worker.attach(self.link, self.data)
+        if self.db is not None:
+            worker.status_rows = StatusRows(self.db, self.link.identity.decode(), worker.counters)
+            worker.status_rows.start()
+        self.reporter = Reporter(
+            self.link, ProcessSampler(self.link.identity.decode(), "game", worker.collect),
+            LOG_KEYS, log,
+        )  # fmt: skip
+        self.data.start()
+        worker.start()
+
+    def ready_fields(self) -> dict[str, object]:
+        return {"id": self.link.identity.decode(), "key_check": self.key_check.name.split()[0]}
+
+    async def drain(self) -> None:
+        """Nothing new is placed here from now on; every session is closed cleanly (replies
+        already queued go out first) and its status row reset, within SHUTDOWN_GRACE."""
+        worker = self.worker
+        assert worker is not None
+        worker.draining = True
+        self.link.send([bus.DRAIN])
+        worker.stop()
+        worker.close_all("worker_shutdown")
+        worker.flush()
+
+    async def close(self) -> None:
+        if self.data is not None:
+            self.data.close()
+        await super().close()
+        worker = self.worker
+        if worker is not None and worker.status_rows is not None:
+            await worker.status_rows.close(SHUTDOWN_GRACE)
+        if self.db is not None:
+            await self.db.close()
+        if worker is not None:
+            log.info("stopped; counters: %s", dict(worker.counters))
 
 
 def serve(config: Config) -> int:
     """Run one game worker in the foreground until SIGINT/SIGTERM; returns the exit code."""
-    return runtime.run(run(config))
+    return role.serve(GameRole(config))
