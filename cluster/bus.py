@@ -138,6 +138,10 @@ class Control(IntEnum):
     #: packets for the client, to be written as they are, and how many of the session's PACKETS
     #: packets the worker has now handled (what the gateway's ``max_inflight`` counts).
     ANSWER = -7
+    #: ``[sid, LOGIN_RESULT, account_no, status, user_id, nickname]`` auth worker -> gateway: the
+    #: answer to a login-port request. The gateway makes the client's RES_LOGIN of it with its own
+    #: public game address (only the gateway knows where its clients reach it), then closes.
+    LOGIN_RESULT = -8
 
 
 class LinkType(IntEnum):
@@ -176,6 +180,7 @@ ITEM_FIELDS: dict[int, tuple[type, ...] | None] = {
     Control.IN_GAME: (int, int),
     Control.PACKETS: (bytes,),
     Control.ANSWER: (bytes, int, int),
+    Control.LOGIN_RESULT: (int, int, str, str),
     LinkType.REQ_NEW_CLIENT_LOGIN: (int, bytes, int),
     LinkType.RES_NEW_CLIENT_LOGIN: (int, int),
 }

@@ -75,6 +75,7 @@ log = logging.getLogger("gateway.sessions")
 
 CLOSE, ACCEPTED = bus.Control.CLOSE, bus.Control.ACCEPTED
 PACKETS, ANSWER = bus.Control.PACKETS, bus.Control.ANSWER
+LOGIN_RESULT = bus.Control.LOGIN_RESULT
 RES_LOGIN, GAME_RES_LOGIN = LoginResLogin.TYPE, GameResLogin.TYPE
 #: Client requests that a worker answers (what ``max_inflight`` counts).
 ANSWERED = frozenset({GameReqEcho.TYPE, GameReqLogin.TYPE, LoginReqLogin.TYPE})
@@ -702,10 +703,10 @@ class Sessions:
             if mtype == CLOSE:
                 to_close.append((conn, fields[0]))
                 continue
-            if mtype == RES_LOGIN and len(fields) == 8:
+            if mtype == LOGIN_RESULT:
                 # Clients go on to the game port of the gateway they logged in through.
                 host, port = self.game_address
-                fields[4:8] = (host, port, host, port)
+                mtype, fields = RES_LOGIN, [*fields, host, port, host, port]
             try:
                 data = encode(mtype, fields)  # also the check of the item's fields
             except LocalProtocolError as exc:
