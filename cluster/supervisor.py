@@ -104,19 +104,17 @@ async def _watch_stdout(child: Child) -> None:
         if line.startswith("ready") and not child.ready.done():
             child.ready.set_result(line)
     if not child.ready.done():
-        child.ready.set_exception(RuntimeError(f"{child.name} exited before it was ready"))
+        # A result, not an exception: a child that dies while the start is given up for another
+        # one's failure must not leave an exception nobody retrieves (a traceback at exit).
+        child.ready.set_result("")
 
 
 async def _await_ready(children: list[Child]) -> None:
     async with asyncio.timeout(READY_TIMEOUT):
         for child in children:
-            try:
-                await child.ready
-            except RuntimeError:
+            if not await child.ready:  # it exited without a ready line
                 code = await child.process.wait()
-                raise RuntimeError(
-                    f"{child.name} exited with code {code} before it was ready"
-                ) from None
+                raise RuntimeError(f"{child.name} exited with code {code} before it was ready")
 
 
 async def _stop(children: list[Child]) -> None:
