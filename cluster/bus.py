@@ -46,7 +46,7 @@ STATS        source identity, sample               (monitors only) a process's 1
 ===========  ====================================  ============================================
 
 A *body* is a msgpack array of *session items*, each ``[session_id, type, *fields]``: ``type`` is
-a client message type (PROTOCOL.md) with its fields in wire order, a server-link type from
+a client message type (docs/protocol.md) with its fields in wire order, a server-link type from
 :class:`LinkType` (whose session id is its Parameter), or a negative control type from
 :class:`Control`. :func:`parse_items` checks a body once, on receipt, into :class:`Item` records
 (every field's Python type and the item's arity from :data:`ITEM_FIELDS`); a malformed item is
@@ -145,7 +145,7 @@ class Control(IntEnum):
 
 
 class LinkType(IntEnum):
-    """The original's server-link messages (PROTOCOL.md), carried as session items."""
+    """The original's server-link messages (docs/protocol.md), carried as session items."""
 
     #: ``[parameter, 10002, account_no, session_key, parameter]``, auth -> game
     REQ_NEW_CLIENT_LOGIN = 10002

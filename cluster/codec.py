@@ -1,4 +1,4 @@
-"""The client wire protocol's framing (PROTOCOL.md), sans-I/O.
+"""The client wire protocol's framing (docs/protocol.md), sans-I/O.
 
 Bytes in, typed messages out (:class:`StreamDecoder`); messages in, bytes out (:class:`Codec`).
 No sockets, no clocks: the gateway, the dummy and the tests drive the same objects.
@@ -63,7 +63,7 @@ VIOLATIONS = (
 
 
 class Codec:
-    """Encodes messages for one deployment's packet code and keys (PROTOCOL.md defaults:
+    """Encodes messages for one deployment's packet code and keys (docs/protocol.md defaults:
     code 119, key1 50, key2 132). Stateless apart from its settings; share it freely."""
 
     def __init__(self, code: int = 119, key1: int = 50, key2: int = 132) -> None:

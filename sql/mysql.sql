@@ -1,4 +1,4 @@
--- Schema of accountdb and status_server for MySQL/MariaDB, after the original's seed README.
+-- Schema of accountdb and status_server for MySQL/MariaDB, after the original's schema (docs/architecture.md, "Where state lives").
 --
 -- A template: cluster.db substitutes {accountdb} and {status_server} with the database names
 -- (<[db] prefix>accountdb, <[db] prefix>status_server) and runs the statements one by one,

@@ -1,4 +1,4 @@
--- Schema of accountdb and status_server for SQLite, after the original's seed README.
+-- Schema of accountdb and status_server for SQLite, after the original's schema (docs/architecture.md, "Where state lives").
 --
 -- Run by cluster.db on a connection where DIR/accountdb.db and DIR/status_server.db are attached
 -- as `accountdb` and `status_server`, so the qualified names are the MySQL ones. Every statement

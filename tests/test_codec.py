@@ -1,7 +1,7 @@
 """Unit tests of the sans-I/O client codec (cluster/codec.py, cluster/messages.py).
 
 Well-formed packets come from ``Codec``; malformed ones are built by :func:`raw_packet`, which
-follows PROTOCOL.md's XOR rule independently of the codec (only ``codec.HEADER`` is shared).
+follows docs/protocol.md's XOR rule independently of the codec (only ``codec.HEADER`` is shared).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def raw_packet(
     length: int | None = None,
     checksum: int | None = None,
 ) -> bytes:
-    """A packet per PROTOCOL.md: header ``code len R^K cs^R^K``, payload ``plain ^ R ^ K``.
+    """A packet per docs/protocol.md: header ``code len R^K cs^R^K``, payload ``plain ^ R ^ K``.
     `length` and `checksum` (the plain checksum, before masking) may be forced to lie."""
     mask = rand ^ key
     plain_cs = sum(plain) % 256 if checksum is None else checksum
@@ -116,7 +116,7 @@ def test_accept_sets_partition_the_specs() -> None:
     assert not LOGIN_CLIENT_MESSAGES & SERVER_MESSAGES
 
 
-# ---------------------------------------------------------------- the PROTOCOL.md test vector
+# ---------------------------------------------------------------- the docs/protocol.md test vector
 
 
 def test_frame_matches_protocol_test_vector() -> None:
@@ -332,7 +332,7 @@ def test_max_length_packet_is_buffered_whole_then_judged() -> None:
 
 
 def test_decoder_from_codec_with_other_keys_still_decodes() -> None:
-    # The header carries R ^ K, so decoding never needs K (PROTOCOL.md's rule cancels it).
+    # The header carries R ^ K, so decoding never needs K (docs/protocol.md's rule cancels it).
     packet = Codec(key1=1, key2=2).encode(GameReqEcho(3, 4))
     assert Codec().decoder(GAME_CLIENT_MESSAGES).feed(packet) == [GameReqEcho(3, 4)]
 
