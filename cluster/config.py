@@ -14,6 +14,7 @@ import ipaddress
 import math
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,7 @@ class SecuritySection:
 
 @dataclass(frozen=True)
 class ProtocolSection:
-    """``[protocol]``: the client wire protocol's packet code and XOR keys (PROTOCOL.md)."""
+    """``[protocol]``: the client wire protocol's packet code and XOR keys (docs/protocol.md)."""
 
     code: int = _ranged(119, 0, 255)
     key1: int = _ranged(50, 0, 255)
@@ -174,7 +175,9 @@ SECTIONS: dict[str, type] = {
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 
 
-def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
+def load(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
     """Read `path` (TOML; None means defaults only), apply ``CLUSTER_<SECTION>_<KEY>`` overrides
     from `env` (default: ``os.environ``), validate, and return the resolved :class:`Config`.
 
@@ -203,7 +206,7 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
     return _resolve(Config(**sections, source=str(path or "")))
 
 
-def _env_overrides(env: dict[str, str]) -> dict[str, dict[str, Any]]:
+def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for var, text in env.items():
         if not var.startswith(ENV_PREFIX):
@@ -252,7 +255,7 @@ def _check(full: str, f: dataclasses.Field[Any], value: Any) -> Any:
         value = float(value)
     if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise ConfigError(f"{full}: expected {_NOUNS[kind]}, got {value!r}")
-    if kind is float and not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):  # value is a `kind` by now
         raise ConfigError(f"{full}: {value} is not a finite number")
     if "range" in f.metadata:
         low, high = f.metadata["range"]

@@ -25,7 +25,7 @@ import struct
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from cluster.config import Config
@@ -102,12 +102,14 @@ class _WorkerConnection(asyncio.Protocol):
         self.frames = FrameBuffer()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
+        # A stream server's transport; cast, not isinstance: uvloop's TCPTransport does not
+        # derive from asyncio.Transport.
+        self.transport = stream = cast(asyncio.Transport, transport)
+        peer = stream.get_extra_info("peername")
         if not self.port.allowed(peer[0] if peer else ""):
             self.port.counters["data_port_refused"] += 1
             log.warning("refused a data link from %s: not in security.allow_from", peer)
-            transport.abort()  # type: ignore[attr-defined]
+            stream.abort()
             return
         _nodelay(transport)
 
@@ -245,13 +247,14 @@ class _GatewayLink(asyncio.Protocol):
         self.dropped = False  # closed on purpose: not a loss to report
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        _nodelay(transport)
+        # cast, not isinstance: uvloop's TCPTransport does not derive from asyncio.Transport
+        self.transport = stream = cast(asyncio.Transport, transport)
+        _nodelay(stream)
         self.heard = time.monotonic()
-        self.transport.writelines([frame(HELLO, self.links.identity), *self.pending])
+        stream.writelines([frame(HELLO, self.links.identity), *self.pending])
         self.pending = []
         if self.links.paused:
-            self.transport.pause_reading()
+            stream.pause_reading()
 
     def data_received(self, data: bytes) -> None:
         self.heard = time.monotonic()

@@ -1,9 +1,9 @@
-"""Every client message of PROTOCOL.md as a typed, immutable record, with its wire layout.
+"""Every client message of docs/protocol.md as a typed, immutable record, with its wire layout.
 
-A message is a ``NamedTuple`` whose class attribute ``TYPE`` is its uint16 message type; its
-fields are in wire order (the leading type is not a field). :data:`SPECS` maps each type to a
-:class:`MessageSpec` that packs and unpacks the payload; the codec (:mod:`cluster.codec`) is the
-only user of the layouts, everything else handles the records.
+A message is a ``NamedTuple`` of its fields, in wire order (the leading type is not a field),
+subclassed once to add the class attribute ``TYPE``, its uint16 message type. :data:`SPECS` maps
+each type to a :class:`MessageSpec` that packs and unpacks the payload; the codec
+(:mod:`cluster.codec`) is the only user of the layouts, everything else handles the records.
 
 Text fields (``WCHAR name[N]``) are ``str`` here and UTF-16LE, NUL-padded on the wire; session keys
 are exactly 64 raw ``bytes``.
@@ -15,14 +15,14 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 SESSION_KEY_SIZE = 64
 GAME_VERSION = 1
 
 
 class LoginStatus(IntEnum):
-    """CS_LOGIN_RES_LOGIN Status (PROTOCOL.md). NONE (-1) is internal and never sent."""
+    """CS_LOGIN_RES_LOGIN Status (docs/protocol.md). NONE (-1) is internal and never sent."""
 
     NONE = -1
     FAIL = 0
@@ -35,7 +35,7 @@ class LoginStatus(IntEnum):
 
 
 class GameLoginStatus(IntEnum):
-    """CS_GAME_RES_LOGIN Status (PROTOCOL.md)."""
+    """CS_GAME_RES_LOGIN Status (docs/protocol.md)."""
 
     FAIL = 0
     OK = 1
@@ -43,17 +43,26 @@ class GameLoginStatus(IntEnum):
     VERSION_MISS = 3
 
 
-class LoginReqLogin(NamedTuple):
-    """101 CS_LOGIN_REQ_LOGIN, client -> login port."""
+# Each message is a NamedTuple of its fields (the private ``_...Fields`` class) subclassed to
+# add ``TYPE``: a NamedTuple body may hold only fields (mypy rejects ``TYPE = 101`` there, and at
+# runtime an annotated ``TYPE: ClassVar[int]`` would become a field). The subclass keeps
+# ``__slots__ = ()``, so records are still plain tuples: creation, field access and ``_make``
+# cost the same as on the NamedTuple itself.
 
+
+class _LoginReqLoginFields(NamedTuple):
     account_no: int
     session_key: bytes
-    TYPE = 101
 
 
-class LoginResLogin(NamedTuple):
-    """102 CS_LOGIN_RES_LOGIN, login port -> client (then the server closes)."""
+class LoginReqLogin(_LoginReqLoginFields):
+    """101 CS_LOGIN_REQ_LOGIN, client -> login port."""
 
+    __slots__ = ()
+    TYPE: ClassVar[int] = 101
+
+
+class _LoginResLoginFields(NamedTuple):
     account_no: int
     status: int
     user_id: str
@@ -62,47 +71,85 @@ class LoginResLogin(NamedTuple):
     game_server_port: int
     chat_server_ip: str
     chat_server_port: int
-    TYPE = 102
 
 
-class GameReqLogin(NamedTuple):
-    """1001 CS_GAME_REQ_LOGIN, client -> game port; the only message allowed in AUTH mode."""
+class LoginResLogin(_LoginResLoginFields):
+    """102 CS_LOGIN_RES_LOGIN, login port -> client (then the server closes)."""
 
+    __slots__ = ()
+    TYPE: ClassVar[int] = 102
+
+
+class _GameReqLoginFields(NamedTuple):
     account_no: int
     session_key: bytes
     version: int
-    TYPE = 1001
 
 
-class GameResLogin(NamedTuple):
-    """1002 CS_GAME_RES_LOGIN, game port -> client."""
+class GameReqLogin(_GameReqLoginFields):
+    """1001 CS_GAME_REQ_LOGIN, client -> game port; the only message allowed in AUTH mode."""
 
+    __slots__ = ()
+    TYPE: ClassVar[int] = 1001
+
+
+class _GameResLoginFields(NamedTuple):
     status: int
     account_no: int
-    TYPE = 1002
 
 
-class GameReqEcho(NamedTuple):
+class GameResLogin(_GameResLoginFields):
+    """1002 CS_GAME_RES_LOGIN, game port -> client."""
+
+    __slots__ = ()
+    TYPE: ClassVar[int] = 1002
+
+
+class _GameReqEchoFields(NamedTuple):
+    account_no: int
+    send_tick: int
+
+
+class GameReqEcho(_GameReqEchoFields):
     """5000 CS_GAME_REQ_ECHO, client -> game port (GAME mode)."""
 
+    __slots__ = ()
+    TYPE: ClassVar[int] = 5000
+
+
+class _GameResEchoFields(NamedTuple):
     account_no: int
     send_tick: int
-    TYPE = 5000
 
 
-class GameResEcho(NamedTuple):
+class GameResEcho(_GameResEchoFields):
     """5001 CS_GAME_RES_ECHO, game port -> client: the request's fields, unchanged."""
 
-    account_no: int
-    send_tick: int
-    TYPE = 5001
+    __slots__ = ()
+    TYPE: ClassVar[int] = 5001
 
 
-class GameReqHeartbeat(NamedTuple):
+class _GameReqHeartbeatFields(NamedTuple):
+    pass
+
+
+class GameReqHeartbeat(_GameReqHeartbeatFields):
     """5002 CS_GAME_REQ_HEARTBEAT, client -> game port (GAME mode): refreshes the receive time."""
 
-    TYPE = 5002
+    __slots__ = ()
+    TYPE: ClassVar[int] = 5002
 
+
+#: The class of any message record; MessageSpec.cls is one.
+MessageClass = (
+    type[LoginReqLogin]
+    | type[LoginResLogin]
+    | type[GameReqLogin]
+    | type[GameResLogin]
+    | type[GameReqEcho]
+    | type[GameResEcho]
+    | type[GameReqHeartbeat]
+)
 
 Message = Any  # any of the NamedTuple records above
 
@@ -137,7 +184,7 @@ class MessageSpec:
     included), which must match exactly on receive. ``converters`` maps a field index to a
     ``(to_wire, from_wire)`` pair for fields whose Python form differs from the struct form."""
 
-    cls: type
+    cls: MessageClass
     body: struct.Struct
     converters: tuple[tuple[int, Callable[[Any], Any], Callable[[Any], Any]], ...] = ()
     type: int = field(init=False)
@@ -145,7 +192,7 @@ class MessageSpec:
     whole: struct.Struct = field(init=False)  # the type and the body in one layout
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "type", self.cls.TYPE)  # type: ignore[attr-defined]
+        object.__setattr__(self, "type", self.cls.TYPE)
         object.__setattr__(self, "size", 2 + self.body.size)
         object.__setattr__(self, "whole", struct.Struct("<H" + self.body.format[1:]))
 
@@ -163,7 +210,7 @@ class MessageSpec:
 
     def unpack(self, plain: bytes) -> Message:
         """The record for a plain payload whose type and size were already checked."""
-        return self.cls._make(self.unpack_fields(plain))  # type: ignore[attr-defined]
+        return self.cls._make(self.unpack_fields(plain))
 
     def unpack_fields(self, plain: bytes) -> tuple[Any, ...]:
         """The fields, in wire order, of a plain payload whose type and size were checked."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -93,7 +93,7 @@ def metric_name(field: Any, prefix: str = PREFIX) -> str:
     return prefix + _INVALID.sub("_", str(field))
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[int | float]:
     """True for ints and floats; a bool is not a number here."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -197,7 +197,7 @@ class SamplesCollector(Collector):
         yield from families.metrics()
 
 
-def exposition(samples: list[dict]) -> bytes:
+def exposition(samples: Iterable[Mapping[str, Any]]) -> bytes:
     """The Prometheus text (:data:`CONTENT_TYPE`) of `samples`: one series per process (the
     newest sample of each ``id`` by ``time``), ages against ``time.time()`` now. Empty input
     gives empty (valid) output; odd samples never raise."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -156,7 +156,7 @@ def hosts_hardware(samples: Iterable[Sample]) -> dict[str, Mapping[str, Any]]:
 
 def drops_by_reason(samples: Iterable[Sample]) -> dict[str, float]:
     """Every sample's ``drops`` map added up by reason, sorted by reason."""
-    summed: Counter[str] = Counter()
+    summed: defaultdict[str, float] = defaultdict(float)
     for sample in samples:
         drops = sample.get("drops")
         if isinstance(drops, Mapping):
@@ -412,7 +412,9 @@ def gone_lines(gone: Sequence[Sample], now: float) -> list[str]:
     ]
 
 
-def render_screens(samples: list[dict], gone: list[dict], now: float, width: int = 100) -> str:
+def render_screens(
+    samples: Iterable[Sample], gone: Sequence[Sample], now: float, width: int = 100
+) -> str:
     """The whole console screen for the live `samples` and the `gone` processes' last samples.
 
     `samples` are deduplicated per process id (the newest ``time`` wins); `now` is the Unix time
@@ -427,7 +429,7 @@ def render_screens(samples: list[dict], gone: list[dict], now: float, width: int
     return "\n".join(line[: max(0, width)].rstrip() for line in lines)
 
 
-def summary_line(samples: list[dict], gone: list[dict]) -> str:
+def summary_line(samples: Iterable[Sample], gone: Sequence[Sample]) -> str:
     """One line (no newline) of ``key=value`` pairs for logs, in this order:
 
     ``procs`` live processes (one per id), ``gone``, ``login_tps`` (sum over auth workers),

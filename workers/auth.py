@@ -78,6 +78,9 @@ class LoginLatency:
     """Min / avg / max of completed logins (request -> answer), reset by :meth:`take`."""
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self.count, self.total, self.low, self.high = 0, 0.0, float("inf"), 0.0
 
     def add(self, seconds: float) -> None:
@@ -91,7 +94,7 @@ class LoginLatency:
         if not self.count:
             return 0.0, 0.0, 0.0
         result = (self.low * 1000, self.total / self.count * 1000, self.high * 1000)
-        self.__init__()  # type: ignore[misc]
+        self._reset()
         return result
 
 
