@@ -57,6 +57,7 @@ if str(ROOT) not in sys.path:
 import psutil  # noqa: E402
 
 from bench import common  # noqa: E402
+from cluster import testkit  # noqa: E402
 from cluster.codec import Codec, RemoteProtocolError  # noqa: E402
 from cluster.messages import (  # noqa: E402
     GAME_VERSION,
@@ -569,8 +570,8 @@ async def flood_main(port: int, readers: int, nonreaders: int, first_account: in
 
 def start_cluster(workdir: Path) -> tuple[common.Proc, int]:
     """broker + 1 game worker (verify_key = false) + 1 gateway, as bench/echo.py starts them."""
-    broker, game, login, metrics = common.free_ports(4)
-    config = common.write_config(workdir / "cluster.toml", {
+    broker, game, login, metrics = testkit.free_ports(4)
+    config = testkit.write_config(workdir / "cluster.toml", {
         "cluster": {"data_dir": str(workdir), "log_level": "warning"},
         "broker": {"bind": f"tcp://127.0.0.1:{broker}"},
         "gateway": {"game_port": game, "login_port": login},

@@ -1,8 +1,8 @@
-"""Helpers shared by the benchmark scripts in ``bench/``: processes, configs, figures.
+"""Helpers shared by the benchmark scripts in ``bench/``: processes and figures.
 
-Nothing here knows a particular benchmark. It gives:
+Nothing here knows a particular benchmark. Free ports and config files come from
+:mod:`cluster.testkit` (``free_ports``, ``write_config``), which the tests use too. This gives:
 
-- :func:`free_ports` and :func:`write_config` (a TOML config from ``{section: {key: value}}``);
 - :class:`Proc`: one child process (a ``cluster`` role, ``cluster up``, or any other command) in
   its own process group, stderr to a log file, stdout read line by line on a thread, with
   :meth:`Proc.wait_ready` for the ``ready ...`` line every cluster process prints, and
@@ -33,7 +33,6 @@ import math
 import os
 import queue
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -73,42 +72,7 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
         return runner.run(main)
 
 
-# -- configs and ports -----------------------------------------------------------------------------
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct TCP ports that were free on 127.0.0.1 a moment ago."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, int | float):
-        return repr(value)
-    raise TypeError(f"cannot write {value!r} to TOML")
-
-
-def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
-    """Write ``{section: {key: value}}`` as a TOML config file; returns `path`."""
-    lines = []
-    for section, values in sections.items():
-        lines.append(f"[{section}]")
-        lines.extend(f"{key} = {toml_value(value)}" for key, value in values.items())
-        lines.append("")
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+# -- child processes -------------------------------------------------------------------------------
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -32,7 +32,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,20 +51,11 @@ from cluster.messages import (  # noqa: E402
     GameResEcho,
     GameResLogin,
 )
+from cluster.testkit import free_ports, write_config  # noqa: E402
 
 SCENARIOS = {"closed": (100, 1), "pipelined": (1000, 20), "latency": (1, 1)}
 REPLY_SIZE = 5 + 18  # a CS_GAME_RES_ECHO packet
 LOGIN_REPLY_SIZE = 5 + 11
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 # -- the load client (a separate process) ---------------------------------------------------------
@@ -294,14 +284,14 @@ def stop(proc: subprocess.Popen[str]) -> None:
 
 def start_cluster(workdir: Path) -> tuple[subprocess.Popen[str], int]:
     broker, game, login, metrics = free_ports(4)
-    config = workdir / "cluster.toml"
-    config.write_text(
-        f'[cluster]\ndata_dir = "{workdir}"\nlog_level = "warning"\n'
-        f'[broker]\nbind = "tcp://127.0.0.1:{broker}"\n'
-        f"[gateway]\ngame_port = {game}\nlogin_port = {login}\n"
-        f"[workers]\ngame = 1\nauth = 0\n[game]\nverify_key = false\n"
-        f"[monitor]\nmetrics_port = {metrics}\n"
-    )
+    config = write_config(workdir / "cluster.toml", {
+        "cluster": {"data_dir": str(workdir), "log_level": "warning"},
+        "broker": {"bind": f"tcp://127.0.0.1:{broker}"},
+        "gateway": {"game_port": game, "login_port": login},
+        "workers": {"game": 1, "auth": 0},
+        "game": {"verify_key": False},
+        "monitor": {"metrics_port": metrics},
+    })  # fmt: skip
     argv = [sys.executable, "-m", "cluster", "up", "--config", str(config), "--skip-db-init",
             "--only", "broker,game,gateway"]  # fmt: skip
     return start(argv, workdir / "cluster.log"), game

@@ -66,6 +66,7 @@ import pymysql  # noqa: E402
 from pymysql.constants import CLIENT  # noqa: E402
 
 from bench import common  # noqa: E402
+from cluster import testkit  # noqa: E402
 from cluster.codec import Codec  # noqa: E402
 from cluster.config import load  # noqa: E402
 from cluster.db import open_database, schema, statements  # noqa: E402
@@ -305,8 +306,8 @@ class Settings:
 
 def write_cluster_config(workdir: Path, db: dict[str, Any], settings: Settings) -> tuple[Path, int]:
     """The cluster's config file, on free ports; returns it and the login port."""
-    broker, login, game, metrics = common.free_ports(4)
-    path = common.write_config(
+    broker, login, game, metrics = testkit.free_ports(4)
+    path = testkit.write_config(
         workdir / "cluster.toml",
         {
             "cluster": {

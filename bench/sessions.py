@@ -49,6 +49,7 @@ if str(ROOT) not in sys.path:
 import psutil  # noqa: E402
 
 from bench import common  # noqa: E402
+from cluster import testkit  # noqa: E402
 from cluster.codec import Codec  # noqa: E402
 from cluster.messages import (  # noqa: E402
     GAME_VERSION,
@@ -308,8 +309,8 @@ def gateway_drops_from_log(log: str) -> dict[str, int]:
 
 def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     n = args.sessions
-    broker, login, game, metrics = common.free_ports(4)
-    config = common.write_config(
+    broker, login, game, metrics = testkit.free_ports(4)
+    config = testkit.write_config(
         workdir / "cluster.toml",
         {
             "cluster": {"data_dir": str(workdir / "data"), "log_level": "info"},

@@ -28,15 +28,14 @@ sys.path.insert(0, str(ROOT))
 from bench.common import (  # noqa: E402
     Proc,
     cluster_roles,
-    free_ports,
     install_signal_handlers,
     memory,
     progress,
     run_cluster_command,
     start_cluster,
     stop_all,
-    write_config,
 )
+from cluster.testkit import free_ports, write_config  # noqa: E402
 
 SAMPLE_EVERY = 10.0
 

@@ -3,7 +3,9 @@
 :class:`RoleProcess` starts ``python -m cluster ROLE --config F`` and waits for its ``ready``
 line on stdout (never a sleep); its stderr goes to a file that tests can search while it runs
 (:meth:`RoleProcess.wait_log`). :class:`ClusterUnderTest` writes a config with free ports and
-starts the roles a test asks for. Everything started is killed at teardown.
+starts the roles a test asks for. Everything started is killed at teardown. Ports, config files
+and waiting for a condition come from :mod:`cluster.testkit`; databases from
+:mod:`tests.backends`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import os
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,37 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cluster.testkit import free_ports, wait_until, write_config
+
 READY_TIMEOUT = 20.0
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct TCP ports that were free on 127.0.0.1 a moment ago."""
-    sockets, ports = [], []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        sockets.append(s)
-        ports.append(s.getsockname()[1])
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value + '"'
-    return repr(value)
-
-
-def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
-    lines = []
-    for section, values in sections.items():
-        lines.append(f"[{section}]")
-        lines.extend(f"{k} = {toml_value(v)}" for k, v in values.items())
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 class RoleProcess:
@@ -115,15 +88,13 @@ class RoleProcess:
     def wait_log(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
         """Wait until the stderr log matches `pattern` (polling the file, which is how a
         process's log output is observed from outside)."""
-        deadline = time.monotonic() + timeout
         regex = re.compile(pattern)
-        while True:
-            match = regex.search(self.log())
-            if match:
-                return match
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {pattern!r} in {self.args} log:\n{self.log()}")
-            time.sleep(0.05)
+        return wait_until(
+            lambda: regex.search(self.log()),
+            f"{pattern!r} in the log of {self.args}",
+            timeout=timeout,
+            detail=self.log,
+        )
 
     def send_signal(self, sig: int) -> None:
         if self.proc.poll() is None:
@@ -150,18 +121,29 @@ class ClusterUnderTest:
     def __init__(self, tmp_path: Path, **sections: dict[str, Any]) -> None:
         self.dir = tmp_path
         broker_port, self.game_port, self.login_port, self.metrics_port = free_ports(4)
-        base: dict[str, dict[str, Any]] = {
+        self.sections: dict[str, dict[str, Any]] = {
             "cluster": {"data_dir": str(tmp_path / "data"), "log_level": "debug"},
             "broker": {"bind": f"tcp://127.0.0.1:{broker_port}", "heartbeat_interval": 0.5},
             "gateway": {"game_port": self.game_port, "login_port": self.login_port},
             "game": {"verify_key": False},
             "monitor": {"metrics_port": self.metrics_port},
         }
-        for name, values in sections.items():
-            base.setdefault(name, {}).update(values)
-        self.config = write_config(tmp_path / "cluster.toml", base)
+        self.config = tmp_path / "cluster.toml"
+        self.reconfigure(**sections)
         self.processes: list[RoleProcess] = []
         self._count = 0
+
+    def reconfigure(self, **sections: dict[str, Any]) -> None:
+        """Set these keys and rewrite the config file (processes started later read it)."""
+        for name, values in sections.items():
+            self.sections.setdefault(name, {}).update(values)
+        write_config(self.config, self.sections)
+
+    @property
+    def endpoint(self) -> str:
+        """The broker's bus address (what a test's own bus peer connects to)."""
+        broker = self.sections["broker"]
+        return broker.get("endpoint") or broker["bind"]
 
     def start(
         self, role: str, *extra: str, wait_ready: bool = True, env: dict[str, str] | None = None
@@ -194,34 +176,6 @@ class ClusterUnderTest:
 def run(coro: Any) -> Any:
     """Run a client scenario to completion."""
     return asyncio.run(coro)
-
-
-class TcpProxy:
-    """:class:`tests.dbfixtures.TcpProxy` on its own thread and loop, for tests whose clients are
-    other processes. :meth:`cut` closes every connection and stops listening (what clients see
-    when the server goes down); :meth:`restore` listens again on the same port."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        from tests.dbfixtures import TcpProxy as LoopProxy
-
-        self._loop = asyncio.new_event_loop()
-        threading.Thread(target=self._loop.run_forever, daemon=True).start()
-        self._proxy = LoopProxy(target_host, target_port)
-        self._call(self._proxy.start(0))
-        self.port = self._proxy.port
-
-    def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
-
-    def cut(self) -> None:
-        self._call(self._proxy.stop())
-
-    def restore(self) -> None:
-        self._call(self._proxy.start(self.port))
-
-    def close(self) -> None:
-        self.cut()
-        self._loop.call_soon_threadsafe(self._loop.stop)
 
 
 class ScriptedPeer:

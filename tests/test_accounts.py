@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import socket
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -14,19 +11,15 @@ from cluster.config import load
 from cluster.db import Database, DatabaseError, DatabaseUnavailable
 from cluster.db.accounts import hash_password
 from cluster.db.cli import BATCH_SIZE, create_accounts, init_db, read_accounts_file
-from tests.dbfixtures import BACKENDS, DbBackend, open_backend, with_db
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DbBackend]:
-    yield from open_backend(request.param, tmp_path)
+from cluster.testkit import free_ports
+from tests.backends import with_db
 
 
 def test_init_db_is_idempotent_and_names_what_it_made(backend):
     first = asyncio.run(init_db(backend.config()))
     second = asyncio.run(init_db(backend.config()))
     assert first == second
-    if backend.name == "mysql":
+    if backend.name == "mariadb":
         assert first.startswith("schema ready on mysql://")
         assert f"({backend.prefix}accountdb, {backend.prefix}status_server)" in first
     else:
@@ -60,9 +53,9 @@ def test_created_accounts_are_listed_in_a_file_that_matches_the_db(backend, tmp_
         return [(r.account_no, r.user_id, r.nickname, r.session_key) for r in rows if r]
 
     assert with_db(backend.config(), scenario, init=False) == sample
-    assert backend.execute("SELECT COUNT(*), SUM(status) FROM {accountdb}.status") == [(count, 0)]
+    assert backend.execute("SELECT COUNT(*), SUM(status) FROM accountdb.status") == [(count, 0)]
     userpass, salt = backend.execute(
-        "SELECT userpass, salt FROM {accountdb}.account WHERE accountno = 42"
+        "SELECT userpass, salt FROM accountdb.account WHERE accountno = 42"
     )[0]
     assert len(bytes.fromhex(salt)) == 16
     assert len(userpass) == 64 and userpass != hash_password("", salt)
@@ -78,7 +71,7 @@ def test_create_accounts_without_start_continues_after_the_highest_account_no(ba
     asyncio.run(init_db(config))
     assert asyncio.run(create_accounts(config, 3, None, tmp_path / "a.tsv")) == (1, 3)
     backend.execute(
-        "INSERT INTO {accountdb}.account (accountno, userid, userpass, usernick)"
+        "INSERT INTO accountdb.account (accountno, userid, userpass, usernick)"
         " VALUES (41, 'web', 'p', 'web')"
     )
     assert asyncio.run(create_accounts(config, 2, None, tmp_path / "b.tsv")) == (42, 43)
@@ -95,7 +88,7 @@ def test_a_clash_stops_at_its_batch_and_keeps_the_batches_before_it(backend, tmp
         asyncio.run(create_accounts(config, 2 * BATCH_SIZE, 1, out))
 
     assert len(read_accounts_file(out)) == BATCH_SIZE
-    assert backend.execute("SELECT COUNT(*) FROM {accountdb}.account") == [(BATCH_SIZE + 1,)]
+    assert backend.execute("SELECT COUNT(*) FROM accountdb.account") == [(BATCH_SIZE + 1,)]
 
 
 def test_create_accounts_rejects_counts_and_starts_below_one(backend, tmp_path):
@@ -106,10 +99,8 @@ def test_create_accounts_rejects_counts_and_starts_below_one(backend, tmp_path):
 
 
 def test_cli_functions_name_the_url_when_the_database_is_unreachable(backend, tmp_path):
-    if backend.name == "mysql":
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+    if backend.name == "mariadb":
+        port = free_ports(1)[0]  # nothing listens there
         config = backend.config(f"mysql://root:s3cret@127.0.0.1:{port}")
         shown = f"mysql://root:***@127.0.0.1:{port}"
     else:

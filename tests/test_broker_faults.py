@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 
 import pytest
 
 from cluster.messages import GameResEcho, LoginStatus
+from cluster.testkit import async_wait_until
 from dummy.client import GameClient, ServerClosed, login_once
 from tests.backends import Backend
 from tests.harness import run
@@ -31,19 +31,19 @@ async def _echo_until(client: GameClient, stop: asyncio.Event) -> int:
 
 async def _login_when_possible(lc, account, timeout: float = 30.0) -> GameClient:
     """Logins are refused while the broker is away; retry until one goes through."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    async def accepted():
         try:
             reply = await login_once("127.0.0.1", lc.login_port, account.no, account.key)
         except (ConnectionError, ServerClosed, TimeoutError):
-            reply = None
-        if reply is not None and reply.status == LoginStatus.OK:
-            client = await GameClient.connect("127.0.0.1", reply.game_server_port)
-            game = await client.login(account.no, account.key)
-            assert game.status == 1, game
-            return client
-        assert time.monotonic() < deadline, f"no login within {timeout}s (last: {reply})"
-        await asyncio.sleep(0.2)
+            return None
+        return reply if reply.status == LoginStatus.OK else None
+
+    reply = await async_wait_until(accepted, "a login accepted", timeout=timeout, interval=0.2)
+    client = await GameClient.connect("127.0.0.1", reply.game_server_port)
+    game = await client.login(account.no, account.key)
+    assert game.status == 1, game
+    return client
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -8,6 +8,7 @@ import signal
 import time
 
 from cluster.messages import GameResEcho
+from cluster.testkit import wait_until
 from tests.harness import RoleProcess, run
 from tests.test_failover import _logged_in
 
@@ -22,11 +23,12 @@ def _registrations(process: RoleProcess) -> int:
 
 def _wait_registered_again(process: RoleProcess, before: int, timeout: float = 15.0) -> None:
     """Wait until `process` logs one more registration with the broker than `before`."""
-    deadline = time.monotonic() + timeout
-    while _registrations(process) <= before:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{process.args} did not register again:\n{process.log()}")
-        time.sleep(0.05)
+    wait_until(
+        lambda: _registrations(process) > before,
+        f"{process.args} registering again",
+        timeout=timeout,
+        detail=process.log,
+    )
 
 
 def test_paused_broker_evicts_nobody_and_serves_new_logins(make_cluster):

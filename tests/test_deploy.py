@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cluster import config
-from cluster.cli import build_parser
+from cluster.launch.cli import build_parser
 
 DEPLOY = Path(__file__).parent.parent / "deploy"
 

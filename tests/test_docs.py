@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from cluster import config
-from cluster.cli import build_parser
+from cluster.launch.cli import build_parser
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 

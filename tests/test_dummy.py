@@ -13,10 +13,11 @@ import time
 
 import pytest
 
+from cluster.testkit import free_ports
 from dummy.distributed import split
 from dummy.engine import LoadOptions, Totals
 from dummy.histogram import Histogram
-from tests.harness import RoleProcess, free_ports
+from tests.harness import RoleProcess
 
 SUMMED = ("connect_total", "connect_fail", "down_client", "disconnects", "login_ok",
           "echo_sent", "echo_recv")  # fmt: skip
@@ -137,7 +138,7 @@ def test_dummy_screen_pauses_with_s_and_quits_with_q(loaded_cluster):
     main, secondary = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "cluster", "dummy", "run", "--config", str(cluster.config),
-         "--accounts", str(accounts), "--clients", "10", "--duration", "120"],
+         "--accounts", str(accounts), "--clients", "10", "--duration", "3600"],
         stdin=secondary, stdout=secondary, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     os.close(secondary)
@@ -156,11 +157,10 @@ def test_dummy_screen_pauses_with_s_and_quits_with_q(loaded_cluster):
         read_until("In Game")
         os.write(main, b"s")
         read_until("MODE : STOP")
-        started = time.monotonic()
         os.write(main, b"q")
-        assert proc.wait(30) in (0, 1)
-        assert time.monotonic() - started < 30  # well before --duration 120
-        read_until("connect_total")
+        # A run of an hour can only end this soon because Q ended it: the wait is the check.
+        assert proc.wait(60) in (0, 1)
+        read_until("connect_total")  # and it closed with its summary
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)

@@ -12,11 +12,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from cluster.testkit import wait_until
 from dummy.accept import AcceptLedger, accepted_during
 from dummy.engine import Totals
 from dummy.histogram import Histogram
@@ -77,18 +77,6 @@ def snapshot(cluster: ClusterUnderTest) -> dict[str, Any]:
         return json.loads(response.read())
 
 
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = WAIT) -> Any:
-    """Poll `probe` until it returns something truthy (a condition, never a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.1)
-
-
 def gateway_sample(cluster: ClusterUnderTest, pid: int) -> dict[str, Any] | None:
     for sample in snapshot(cluster)["processes"]:
         if sample["role"] == "gateway" and sample["pid"] == pid:
@@ -106,8 +94,8 @@ def test_a_gateway_killed_and_replaced_mid_run_leaves_no_false_mismatch(roles_cl
     dummy = start_dummy(cluster, accounts, 15, report_path)
 
     # The run is under way: the gateway has accepted some of its connects.
-    wait_for("the gateway accepting the dummy's connects",
-             lambda: (s := gateway_sample(cluster, old.pid)) and accepted(s) > 0)  # fmt: skip
+    wait_until(lambda: (s := gateway_sample(cluster, old.pid)) and accepted(s) > 0,
+               "the gateway accepting the dummy's connects", timeout=WAIT)  # fmt: skip
 
     # What a gateway killed outright accepted after its last sample is known to nobody, nor are
     # connects the kernel completed into its backlog just before it died (the dummy counts those
@@ -125,7 +113,7 @@ def test_a_gateway_killed_and_replaced_mid_run_leaves_no_false_mismatch(roles_cl
                 seen.append(sample)
             return len(seen) >= 2 and accepted(seen[-1]) == accepted(seen[-2])
 
-        wait_for("two equal samples of the gateway after the dummy froze", settled)
+        wait_until(settled, "two equal samples of the gateway after the dummy froze", timeout=WAIT)
         old.kill()
     finally:
         dummy.send_signal(signal.SIGCONT)
@@ -171,8 +159,8 @@ def test_a_monitor_gone_at_the_end_is_said_plainly_not_a_mismatch(roles_cluster)
     report_path = cluster.dir / "report.json"
     dummy = start_dummy(cluster, accounts, 4, report_path)
     dummy.wait_log(r"following the gateways' accept totals", timeout=WAIT)
-    wait_for("the gateway accepting the dummy's connects",
-             lambda: (s := gateway_sample(cluster, gateway.pid)) and accepted(s) > 0)  # fmt: skip
+    wait_until(lambda: (s := gateway_sample(cluster, gateway.pid)) and accepted(s) > 0,
+               "the gateway accepting the dummy's connects", timeout=WAIT)  # fmt: skip
     monitor.kill()
 
     assert dummy.proc.wait(90) == 0, dummy.log()

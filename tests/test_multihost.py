@@ -15,13 +15,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
-from tests.harness import RoleProcess, write_config
+from cluster.testkit import wait_until, write_config
+from tests.harness import RoleProcess
 
 CLIENTS = 40
 _SERIAL = itertools.count()
@@ -104,13 +104,6 @@ def _status(hosts: Hosts, config) -> dict:
     return json.loads(result.stdout) if result.returncode == 0 else {"processes": []}
 
 
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 @pytest.mark.parametrize("mode", ["systemlink", "non-systemlink"])
 def test_roles_on_separate_hosts_survive_losing_the_game_host(hosts, tmp_path, mode):
     a = hosts.addresses["A"]
@@ -148,7 +141,7 @@ def test_roles_on_separate_hosts_survive_losing_the_game_host(hosts, tmp_path, m
             games = [p for p in _status(hosts, config)["processes"] if p["role"] == "game"]
             return sum(g.get("session_game", 0) for g in games) == CLIENTS
 
-        _wait(in_game_on_b, 30, "every client in game on host B")
+        wait_until(in_game_on_b, "every client in game on host B", timeout=30, interval=0.2)
         host_b.kill()  # host B is gone: its `cluster up` and, with it, both game workers
         start("C", "up", "--config", str(config), "--only", "game")
         assert dummy.proc.wait(90) == 0, dummy.log()
@@ -228,9 +221,13 @@ def test_a_partitioned_game_host_loses_exactly_its_sessions_and_comes_back_clean
             closed = await asyncio.gather(*(c.wait_closed(10) for c in cut))
         finally:
             _ip("link", "set", hosts.links["B"], "up")
-        await asyncio.to_thread(_wait, lambda: game_sessions() == 0, 30,
-                                "host B's worker back, without its ghost sessions")  # fmt: skip
-        await asyncio.to_thread(_wait, lambda: rows_in_game() == 0, 15, "status rows reset")
+        await asyncio.to_thread(
+            wait_until, lambda: game_sessions() == 0,
+            "host B's worker back, without its ghost sessions", timeout=30, interval=0.2,
+        )  # fmt: skip
+        await asyncio.to_thread(
+            wait_until, lambda: rows_in_game() == 0, "status rows reset", timeout=15
+        )
         fresh = [await log_in(no, key) for no, key in keys[10:13]]
         echoes = await asyncio.gather(*(c.echo(2) for c in fresh))
         return closed, echoes

@@ -12,18 +12,17 @@ import asyncio
 import logging
 import re
 import signal
-import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from cluster.config import Config, load
+from cluster.config import load
 from cluster.db import Database, DatabaseUnavailable, NewAccount, open_database
 from cluster.db.accounts import new_account
 from cluster.messages import GameLoginStatus, GameResEcho
+from cluster.testkit import async_wait_until, wait_until
 from dummy.client import GameClient
-from tests.backends import Backend
+from tests.backends import Backend, with_db
 from tests.harness import RoleProcess, run
 from workers.reconcile import StatusReconciler
 
@@ -31,25 +30,6 @@ DEAD, LIVE, JOINING = "game@h/1/0000dead", "game@h/2/0000live", "game@h/3/0000jo
 
 
 # -- the DB method --------------------------------------------------------------------------------
-
-
-def _backend_config(backend: Backend) -> Config:
-    env = {"CLUSTER_DB_URL": backend.db_section["url"]}
-    if "prefix" in backend.db_section:
-        env["CLUSTER_DB_PREFIX"] = backend.db_section["prefix"]
-    return load(None, env=env)
-
-
-def _with_db(config: Config, scenario: Callable[[Database], Awaitable[Any]]) -> Any:
-    async def main() -> Any:
-        db = await open_database(config)
-        try:
-            await db.init_schema()
-            return await scenario(db)
-        finally:
-            await db.close()
-
-    return run(main())
 
 
 def test_owners_in_game_lists_each_owner_of_rows_in_game_once(backend):
@@ -62,11 +42,11 @@ def test_owners_in_game_lists_each_owner_of_rows_in_game_once(backend):
         await db.leave_game([5], JOINING)  # back to 0: not in game
         return await db.owners_in_game()
 
-    config = _backend_config(backend)
-    owners = _with_db(config, scenario)
+    config = backend.config()
+    owners = with_db(config, scenario)
     backend.execute("UPDATE accountdb.status SET status = 1, owner = NULL WHERE accountno = 6")
     backend.execute("UPDATE accountdb.status SET status = 0, owner = 'x' WHERE accountno = 7")
-    again = _with_db(config, lambda db: db.owners_in_game())
+    again = with_db(config, lambda db: db.owners_in_game())
     assert sorted(owners) == sorted(again) == [DEAD, LIVE]
 
 
@@ -131,30 +111,34 @@ def test_an_owner_that_becomes_live_before_the_answer_is_kept(tmp_path):
 
 def test_a_roster_that_lost_a_worker_is_not_judged_until_the_grace_is_over(tmp_path):
     """After a broker restart the roster is rebuilt worker by worker: a worker missing from it
-    for less than the grace may be re-registering, and its rows stay."""
+    for less than the grace may be re-registering, and its rows stay. The reconciler reads the
+    event loop's clock; the test sets that clock, so the rule is checked at its edge."""
     live = {LIVE, DEAD}
-    grace = 0.5
+    grace = 5.0
 
-    async def scenario() -> tuple[list[int], float]:
+    async def scenario() -> tuple[list[int], list[int | None], list[int | None]]:
+        loop = asyncio.get_running_loop()
         db = await _sqlite(tmp_path, {DEAD: [1]})
         reconciler = StatusReconciler(db, lambda: set(live), grace)
+        now = loop.time()
+        loop.time = lambda: now  # type: ignore[method-assign]  # nothing below sleeps
         try:
             resets = [await reconciler.reconcile()]  # both live: nothing to do
-            live.discard(DEAD)
-            lost = time.monotonic()
-            resets.append(await reconciler.reconcile())  # within the grace: not judged
-            assert await _statuses(db, 1) == [1]
-            deadline = lost + 10 * grace
-            while not resets[-1] and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)  # polling the time rule under test
-                resets.append(await reconciler.reconcile())
-            return resets, time.monotonic() - lost
+            live.discard(DEAD)  # lost at `now`
+            resets.append(await reconciler.reconcile())  # just lost: not judged
+            now += grace * 0.99
+            resets.append(await reconciler.reconcile())  # still within the grace
+            kept = await _statuses(db, 1)
+            now += grace * 0.02
+            resets.append(await reconciler.reconcile())  # the grace is over: judged
+            return resets, kept, await _statuses(db, 1)
         finally:
+            del loop.time  # the loop's own clock again
             await db.close()
 
-    resets, waited = run(scenario())
-    assert resets[:2] == [0, 0] and resets[-1] == 1
-    assert waited >= grace
+    resets, kept, after = run(scenario())
+    assert resets == [0, 0, 0, 1]
+    assert (kept, after) == ([1], [0])
 
 
 def test_a_database_error_is_logged_once_and_the_next_interval_retries(tmp_path, caplog):
@@ -177,9 +161,11 @@ def test_a_database_error_is_logged_once_and_the_next_interval_retries(tmp_path,
         reconciler = StatusReconciler(db, lambda: {LIVE}, 0.0, 0.05, counters)
         await reconciler.start()
         try:
-            async with asyncio.timeout(10):
-                while await _statuses(db, 1, 2) != [0, 0]:
-                    await asyncio.sleep(0.02)
+
+            async def reset() -> bool:
+                return await _statuses(db, 1, 2) == [0, 0]
+
+            await async_wait_until(reset, "the retry after the failed check", interval=0.02)
             running = reconciler._task is not None and not reconciler._task.done()
             return await _statuses(db, 1, 2), counters, running
         finally:
@@ -202,7 +188,7 @@ def _create_accounts(config_path: Path, count: int) -> list[NewAccount]:
     async def create(db: Database) -> None:
         await db.create_accounts(accounts)
 
-    _with_db(load(config_path), create)
+    with_db(load(config_path), create)
     return accounts
 
 
@@ -215,14 +201,6 @@ def _rows(backend: Backend, accounts: list[NewAccount]) -> list[tuple[int, str |
             " ORDER BY accountno"
         )
     ]
-
-
-def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _checks(auth: RoleProcess) -> int:
@@ -273,7 +251,7 @@ def test_rows_left_by_a_crashed_host_are_reset_and_a_live_workers_row_is_kept(
     cluster.start("game")
     auth = cluster.start("auth")
     cluster.start("gateway")
-    _wait_for(lambda: _rows(backend, crashed) == [(0, None)] * 3, "the dead worker's rows reset")
+    wait_until(lambda: _rows(backend, crashed) == [(0, None)] * 3, "the dead worker's rows reset")
     auth.wait_log(rf"reconciled 3 status rows of dead worker {re.escape(dead_owner)}")
 
     async def live_row_kept() -> list[Any]:
@@ -282,7 +260,7 @@ def test_rows_left_by_a_crashed_host_are_reset_and_a_live_workers_row_is_kept(
         assert status == 1 and owner != dead_owner
         checks = _checks(auth)
         await asyncio.to_thread(
-            _wait_for, lambda: _checks(auth) >= checks + 2, "two more reconciler checks"
+            wait_until, lambda: _checks(auth) >= checks + 2, "two more reconciler checks"
         )
         assert _rows(backend, [later]) == [(1, owner)]
         return await client.echo(1)  # still in game, on the worker that owns the row

@@ -1,4 +1,4 @@
-"""The console screens and the log summary line (cluster.screens): aggregation, layout, and
+"""The console screens and the log summary line (cluster.launch.screens): aggregation, layout, and
 robustness against odd samples."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cluster.screens import (
+from cluster.launch.screens import (
     fmt,
     login_latency,
     render_screens,
@@ -313,8 +313,8 @@ def test_on_a_terminal_the_ready_line_stays_above_the_redrawn_screens(tmp_path) 
     import sys
     import time
 
-    from cluster.supervisor import CLEAR
-    from tests.harness import free_ports, write_config
+    from cluster.launch.supervisor import CLEAR
+    from cluster.testkit import free_ports, write_config
 
     broker, metrics = free_ports(2)
     config = write_config(tmp_path / "cluster.toml", {

@@ -46,16 +46,10 @@ def _welcomed(endpoint: str, configure=None, timeout: float = 2.0) -> bool:
         sock.close(linger=0)
 
 
-def _endpoint(cluster) -> str:
-    return cluster.config.read_text().split('bind = "', 1)[1].split('"', 1)[0]
-
-
 def test_curve_bus_carries_the_cluster_and_refuses_strangers(make_cluster, tmp_path):
     cluster = make_cluster()
     keys = _keys(cluster)
-    cluster.config.write_text(
-        cluster.config.read_text() + f'[security]\ncurve = true\nkeys_dir = "{keys}"\n'
-    )
+    cluster.reconfigure(security={"curve": True, "keys_dir": keys})
     broker = cluster.start("broker")
     cluster.start("game")
     cluster.start("gateway")
@@ -66,7 +60,7 @@ def test_curve_bus_carries_the_cluster_and_refuses_strangers(make_cluster, tmp_p
         return await client.echo(3)
 
     assert run(scenario()) == [GameResEcho(1, i) for i in range(3)]
-    endpoint = _endpoint(cluster)
+    endpoint = cluster.endpoint
     server_key, _ = zmq.auth.load_certificate(f"{keys}/broker.key")
     assert not _welcomed(endpoint)  # no CURVE at all: the handshake fails
 
@@ -103,7 +97,7 @@ def test_curve_without_keys_is_one_clear_line(make_cluster):
 def test_address_allow_list_refuses_other_addresses(make_cluster):
     cluster = make_cluster(security={"allow_from": "127.0.0.5/32"})
     broker = cluster.start("broker")
-    endpoint = _endpoint(cluster)
+    endpoint = cluster.endpoint
     assert not _welcomed(endpoint)  # from 127.0.0.1
     broker.wait_log(r"refused a bus peer from 127\.0\.0\.1: address_not_allowed")
     port = endpoint.rsplit(":", 1)[1]
