@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cluster import config as config_module
 from cluster.config import Config, ConfigError
+from cluster.launch.roles import ROLES, entry_point
 
 DEFAULT_CONFIG = "cluster.toml"
 
@@ -70,13 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not create missing DB tables before starting (see 'cluster db init')",
     )
 
-    for role, text in (
-        ("broker", "run the broker (the ZeroMQ ROUTER every process connects to)"),
-        ("gateway", "run a gateway (the TCP login and game ports clients connect to)"),
-        ("auth", "run one auth (login) worker"),
-        ("game", "run one game (echo) worker"),
-        ("monitor", "run the monitor (counters of every process, status DB rows, /metrics)"),
-    ):
+    for role, (_, text) in ROLES.items():
         p = sub.add_parser(
             role,
             help=text,
@@ -241,7 +236,7 @@ def _dispatch(args: argparse.Namespace, config: Config, path: str | None) -> int
             print(f"wrote {written}")
         return 0
     if args.command == "up":
-        from cluster import supervisor
+        from cluster.launch import supervisor
 
         try:
             roles = supervisor.parse_roles(args.only)
@@ -249,26 +244,8 @@ def _dispatch(args: argparse.Namespace, config: Config, path: str | None) -> int
             print(f"cluster up: {exc}", file=sys.stderr)
             return 2
         return supervisor.serve(config, path, roles, init_db=not args.skip_db_init)
-    if args.command == "broker":
-        from cluster import broker
-
-        return broker.serve(config)
-    if args.command == "gateway":
-        from gateway import server
-
-        return server.serve(config)
-    if args.command == "game":
-        from workers import game
-
-        return game.serve(config)
-    if args.command == "auth":
-        from workers import auth
-
-        return auth.serve(config)
-    if args.command == "monitor":
-        from cluster import monitor
-
-        return monitor.serve(config)
+    if args.command in ROLES:
+        return entry_point(args.command)(config)
     if args.command == "status":
         from cluster import status
 
@@ -284,7 +261,7 @@ def _dispatch(args: argparse.Namespace, config: Config, path: str | None) -> int
 
         return dummy_cli.main(args, config)
     if args.command == "demo":
-        from cluster import demo
+        from cluster.launch import demo
         from dummy.cli import knobs_of
 
         knobs = knobs_of(args)
@@ -299,7 +276,7 @@ def _dispatch(args: argparse.Namespace, config: Config, path: str | None) -> int
             print(f"cluster demo: {exc}", file=sys.stderr)
             return 1
     if args.command in ("db", "accounts"):
-        from cluster import admin
+        from cluster.launch import admin
 
         return admin.main(args, config)
     raise AssertionError(args.command)

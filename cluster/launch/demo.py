@@ -23,7 +23,7 @@ from typing import Any
 from cluster.config import Config, to_toml
 from cluster.db.cli import create_accounts, init_db
 
-log = logging.getLogger("cluster.demo")
+log = logging.getLogger("cluster.launch.demo")
 
 READY_TIMEOUT = 60.0
 

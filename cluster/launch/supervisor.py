@@ -28,11 +28,12 @@ from dataclasses import dataclass, field
 
 from cluster import runtime
 from cluster.config import Config
+from cluster.launch.roles import START_ORDER
 
 log = logging.getLogger("cluster.up")
 
 #: Roles `cluster up` knows, in start order (stopped in reverse).
-ROLES = ("broker", "monitor", "game", "auth", "gateway")
+ROLES = START_ORDER
 READY_TIMEOUT = 30.0
 #: Restart backoff for a child that exits: doubles while it keeps dying within RESTART_RESET.
 RESTART_BACKOFF = 1.0
@@ -220,7 +221,7 @@ async def _console(config: Config, ready: str) -> None:
     """On a terminal: the LoginServer and GameServer screens, redrawn every second under the
     `ready` line (which stays visible: a user needs its addresses). Otherwise: a one-line summary
     every ``[monitor] summary_interval`` seconds in the log."""
-    from cluster.screens import render_screens, summary_line
+    from cluster.launch.screens import render_screens, summary_line
     from cluster.status import MonitorClient, StatusUnavailable
 
     on_terminal = sys.stdout.isatty()
