@@ -51,7 +51,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from cluster import bus
 from cluster.bus import Item
@@ -178,7 +178,8 @@ class ClientConnection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # uvloop's transports are not asyncio.Transport subclasses, hence a cast, not a check.
+        self.transport = cast(asyncio.Transport, transport)
         self.sessions.opened(self)
 
     def data_received(self, data: bytes) -> None:
@@ -232,6 +233,31 @@ class ClientConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(data)
+
+    def queue(self, data: bytes) -> bool:
+        """Queue encoded replies for this iteration's one write; True when it is the first
+        (the caller then writes it out with :meth:`write_queued`)."""
+        first = not self.pending
+        self.pending.append(data)
+        return first
+
+    def write_queued(self) -> int:
+        """Write the queued replies in one go; the bytes now waiting in the transport."""
+        assert self.transport is not None
+        self.transport.write(b"".join(self.pending))
+        self.pending.clear()
+        return self.transport.get_write_buffer_size()
+
+    def answered(self, count: int, low: int) -> bool:
+        """`count` requests in flight were answered; True when that lifts an INFLIGHT hold
+        (fewer than `low` left): the caller reads on from it."""
+        self.inflight = self.inflight - count if self.inflight > count else 0
+        return bool(self.held & Hold.INFLIGHT) and self.inflight <= low
+
+    def refuse(self, reply: bytes) -> None:
+        """Answer with `reply` (a login failure) and close once it is written."""
+        self.write(reply)
+        self.finish()
 
     def abort(self) -> None:
         """Close at once, dropping what is queued."""
@@ -384,11 +410,13 @@ class Sessions:
         """Forward `count` whole packets of a session in game to its worker, undecoded: the
         worker decodes and checks them and answers with encoded replies (ANSWER). Every packet
         counts against ``max_inflight`` until the worker says it handled it."""
+        worker = conn.worker
+        assert worker is not None  # relayed sessions are bound
         self.received += count
         conn.inflight += count
-        outbox = self._outbox.get(conn.worker)  # type: ignore[arg-type]
+        outbox = self._outbox.get(worker)
         if outbox is None:
-            self._outbox[conn.worker] = outbox = []  # type: ignore[index]
+            self._outbox[worker] = outbox = []
         outbox.append([conn.sid, PACKETS, packets])
         self._schedule_flush()
 
@@ -449,10 +477,9 @@ class Sessions:
             reply: Any = self.login_reply(conn.account_no, LoginStatus.NOSERVER)
         else:
             reply = GameResLogin(GameLoginStatus.FAIL, conn.account_no)
-        conn.write(self.codec.encode(reply))
         self._count(conn, reason)
         self.closed(conn, reason, tell_worker=False)
-        conn.finish()
+        conn.refuse(self.codec.encode(reply))
 
     def drop(self, conn: ClientConnection, reason: str, tell_worker: bool = True) -> None:
         """Close one client at once for a violation or a failure; counted under `reason`."""
@@ -688,14 +715,11 @@ class Sessions:
                 continue
             if mtype == ANSWER:
                 packets, consumed, count = fields
-                if consumed:
-                    conn.inflight = max(0, conn.inflight - consumed)
-                    if conn.held & Hold.INFLIGHT and conn.inflight <= low:
-                        relieved[conn] = None
+                if consumed and conn.answered(consumed, low):
+                    relieved[conn] = None
                 if count:
-                    if not conn.pending:
+                    if conn.queue(packets):
                         touched.append(conn)
-                    conn.pending.append(packets)
                     self.sent += count
                 continue
             if mtype == ACCEPTED:
@@ -719,21 +743,16 @@ class Sessions:
                 continue
             if mtype == GAME_RES_LOGIN and fields[0] == GameLoginStatus.OK:
                 conn.in_game = True
-            if conn.inflight:
-                conn.inflight -= 1
-                if conn.held & Hold.INFLIGHT and conn.inflight <= low:
-                    relieved[conn] = None
-            if not conn.pending:
+            if conn.answered(1, low):
+                relieved[conn] = None
+            if conn.queue(data):
                 touched.append(conn)
-            conn.pending.append(data)
             self.sent += 1
         for conn in touched:
-            if not conn.closed:
-                conn.write(b"".join(conn.pending))
-                assert conn.transport is not None
-                if conn.transport.get_write_buffer_size() > self.max_outbound:
-                    self.drop(conn, "slow_reader")  # it does not read; nobody else waits for it
-            conn.pending.clear()
+            if conn.closed:
+                conn.pending.clear()
+            elif conn.write_queued() > self.max_outbound:
+                self.drop(conn, "slow_reader")  # it does not read; nobody else waits for it
         for conn, reason in to_close:
             if not conn.closed:
                 if reason:
