@@ -69,6 +69,7 @@ from cluster.messages import (
     LoginResLogin,
     LoginStatus,
 )
+from cluster.outbox import Outbox
 from cluster.stats import Rates
 
 log = logging.getLogger("gateway.sessions")
@@ -79,8 +80,6 @@ LOGIN_RESULT = bus.Control.LOGIN_RESULT
 RES_LOGIN, GAME_RES_LOGIN = LoginResLogin.TYPE, GameResLogin.TYPE
 #: Client requests that a worker answers (what ``max_inflight`` counts).
 ANSWERED = frozenset({GameReqEcho.TYPE, GameReqLogin.TYPE, LoginReqLogin.TYPE})
-#: Seconds between two tries to hand a full data link what waits for it.
-STALL_RETRY = 0.002
 #: Messages decoded for one client per turn (loop iteration): a pipelining client waits for the
 #: next iteration for more, so one with hundreds in flight cannot delay everyone's iteration.
 TURN_BUDGET = 32
@@ -318,13 +317,11 @@ class Sessions:
         self.sent = 0  # client packets encoded
         self._rates = Rates()
         self._next_sid = 0
-        self._outbox: dict[bytes, list[list[Any]]] = {}
+        self.outbox = Outbox(self._send, self.counters, self._hold_clients, self._release_clients)
         self._placements: dict[bytes, list[tuple[int, list[Any]]]] = {}
-        self._stalled: dict[bytes, list[list[Any]]] = {}  # items a full link could not take yet
         self._turns: list[ClientConnection] = []  # connections to read on in the next iteration
         self._flush_scheduled = False
         self._turns_scheduled = False
-        self._retry: asyncio.TimerHandle | None = None
         self._bad_reply_logged = 0.0
         self._loop = asyncio.get_event_loop()
 
@@ -414,10 +411,7 @@ class Sessions:
         assert worker is not None  # relayed sessions are bound
         self.received += count
         conn.inflight += count
-        outbox = self._outbox.get(worker)
-        if outbox is None:
-            self._outbox[worker] = outbox = []
-        outbox.append([conn.sid, PACKETS, packets])
+        self.outbox.add(worker, [conn.sid, PACKETS, packets])
         self._schedule_flush()
 
     def from_client(self, conn: ClientConnection, messages: list[Any]) -> None:
@@ -427,10 +421,7 @@ class Sessions:
         self.received += len(messages)
         for mtype, fields in messages:
             if conn.worker is not None and not rules.single_request:
-                outbox = self._outbox.get(conn.worker)
-                if outbox is None:
-                    self._outbox[conn.worker] = outbox = []
-                outbox.append([sid, mtype, *fields])
+                self.outbox.add(conn.worker, [sid, mtype, *fields])
                 if mtype in ANSWERED:
                     conn.inflight += 1
             elif conn.placed_at:
@@ -508,7 +499,7 @@ class Sessions:
             if bound is not None:
                 bound.discard(conn.sid)
             if tell_worker:
-                self._outbox.setdefault(conn.worker, []).append([conn.sid, CLOSE, reason])
+                self.outbox.add(conn.worker, [conn.sid, CLOSE, reason])
                 self._schedule_flush()
 
     @staticmethod
@@ -543,8 +534,7 @@ class Sessions:
     def collect(self) -> dict[str, Any]:
         """This gateway's fields of its 1-second sample (see cluster.stats)."""
         per_port: Counter[str] = Counter()
-        held = sum(len(items) for items in self._outbox.values())
-        held += sum(len(items) for items in self._stalled.values())
+        held = self.outbox.pending
         held += sum(len(entries) for entries in self._placements.values())
         paused = inflight = 0
         for conn in self.table.values():
@@ -583,14 +573,7 @@ class Sessions:
         when the worker is on it, else TO through the broker), one PLACE per service. Items for
         a worker whose link is full wait, in order, and its clients are held."""
         self._flush_scheduled = False
-        if self._outbox:
-            outbox, self._outbox = self._outbox, {}
-            for worker, items in outbox.items():
-                stalled = self._stalled.get(worker)
-                if stalled is not None:
-                    stalled += items
-                else:
-                    self._send(worker, items)
+        self.outbox.flush()
         if self._placements:
             placements, self._placements = self._placements, {}
             for service, entries in placements.items():
@@ -600,7 +583,9 @@ class Sessions:
                     self._undeliverable([item for _, item in entries], "bus_unavailable")
 
     def _send(self, worker: bytes, items: list[list[Any]]) -> bool:
-        """Hand `items` to `worker`'s link; False when they had to wait (stalled)."""
+        """The outbox's delivery: hand `items` to `worker`'s link (its data link, else TO through
+        the broker); False when that link is full (they wait, in order). Items that can never
+        be delivered (the worker's link is lost, no broker) are answered here."""
         body = bus.pack_body(items)
         if self.data is not None and worker in self.data.workers:
             sent = self.data.send(worker, body)
@@ -617,28 +602,20 @@ class Sessions:
         elif self.link.socket is None:  # no broker right now: these items cannot be routed
             self._undeliverable(items, "bus_unavailable")
             return True
-        self._stall(worker, items)
         return False
 
-    def _stall(self, worker: bytes, items: list[list[Any]]) -> None:
-        self.counters["link_full"] += 1
-        self._stalled[worker] = items
+    def _hold_clients(self, worker: bytes) -> None:
+        """The link to `worker` is full: stop reading every client of it."""
         for sid in self.by_worker.get(worker, ()):
             conn = self.table.get(sid)
             if conn is not None:
                 conn.hold(Hold.BUS)
-        if self._retry is None:
-            self._retry = self._loop.call_later(STALL_RETRY, self._retry_stalled)
 
-    def _retry_stalled(self) -> None:
-        self._retry = None
-        stalled, self._stalled = self._stalled, {}
-        for worker, items in stalled.items():
-            if self._send(worker, items):
-                for sid in self.by_worker.get(worker, ()):
-                    conn = self.table.get(sid)
-                    if conn is not None:
-                        conn.release(Hold.BUS)
+    def _release_clients(self, worker: bytes) -> None:
+        for sid in self.by_worker.get(worker, ()):
+            conn = self.table.get(sid)
+            if conn is not None:
+                conn.release(Hold.BUS)
 
     def gone(self, identity: bytes, role: str) -> None:
         """The broker says a peer left or was evicted."""
@@ -665,7 +642,7 @@ class Sessions:
     def worker_gone(self, worker: bytes, reason: str = "worker_gone",
                     tell_worker: bool = False) -> None:  # fmt: skip
         """Close every client bound to `worker` (telling it, when it may still be there)."""
-        self._stalled.pop(worker, None)
+        self.outbox.forget(worker)
         sids = self.by_worker.pop(worker, set())
         if sids:
             log.warning("worker %s gone (%s): closing its %d sessions", worker, reason, len(sids))
@@ -674,7 +651,7 @@ class Sessions:
             if conn is None:
                 continue
             if tell_worker:
-                self._outbox.setdefault(worker, []).append([sid, CLOSE, reason])
+                self.outbox.add(worker, [sid, CLOSE, reason])
                 self._schedule_flush()
             if conn.rules.single_request:  # a login in flight on a dead auth worker: answer it
                 self._refuse(conn, reason)
@@ -705,7 +682,7 @@ class Sessions:
             conn = self.table.get(sid)
             if conn is None:
                 if mtype != CLOSE:  # the client left while the worker answered
-                    self._outbox.setdefault(worker, []).append([sid, CLOSE, "gone"])
+                    self.outbox.add(worker, [sid, CLOSE, "gone"])
                     self._schedule_flush()
                 continue
             if conn.worker is None:
@@ -766,12 +743,13 @@ class Sessions:
     def _bind(self, conn: ClientConnection, worker: bytes) -> None:
         conn.worker = worker
         self.by_worker.setdefault(worker, set()).add(conn.sid)
-        if worker in self._stalled:
+        if self.outbox.stalled(worker):
             conn.hold(Hold.BUS)
         if conn.backlog:
             backlog, conn.backlog = conn.backlog, []
             conn.inflight += sum(1 for item in backlog if item[1] in ANSWERED)
-            self._outbox.setdefault(worker, []).extend(backlog)
+            for item in backlog:
+                self.outbox.add(worker, item)
             self._schedule_flush()
             if conn.held & Hold.INFLIGHT:  # the backlog counted against it; it may read again
                 conn.release(Hold.INFLIGHT)

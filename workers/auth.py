@@ -39,10 +39,10 @@ from cluster.db import AccountRow, Database, DatabaseError, open_database
 from cluster.dispatch import Dispatcher, Roster
 from cluster.link import BusLink, bus_link
 from cluster.messages import LoginReqLogin, LoginStatus
+from cluster.outbox import Outbox, worker_delivery
 from cluster.role import Role
 from cluster.stats import ProcessSampler, Rates, Reporter
 from workers.account_reader import AccountReader
-from workers.outbox import Outbox
 from workers.reconcile import reconciler_for
 from workers.status_rows import StatusRows
 
@@ -122,7 +122,7 @@ class AuthWorker:
 
     def attach(self, link: BusLink) -> None:
         self.link = link
-        self.outbox = Outbox(link, self.counters)
+        self.outbox = Outbox(worker_delivery(link, self.counters), self.counters)
         self.status_rows = StatusRows(self.db, link.identity.decode(), self.counters)
 
     # -- bus side --------------------------------------------------------------------------------

@@ -60,10 +60,10 @@ from cluster.messages import (
     GameResEcho,
     GameResLogin,
 )
+from cluster.outbox import Outbox, worker_delivery
 from cluster.role import Role
 from cluster.stats import ProcessSampler, Rates, Reporter
 from workers.keycheck import AcceptAnyKey, KeyCheck, PendingKeyCheck, StoredKeyCheck
-from workers.outbox import Outbox
 from workers.pending_keys import PendingKeys
 from workers.status_rows import StatusRows
 
@@ -173,7 +173,7 @@ class GameWorker:
         """Wire the broker link and (when gateways have data ports) the data links."""
         self.link = link
         self.data = data
-        self.outbox = Outbox(link, self.counters, data)
+        self.outbox = Outbox(worker_delivery(link, self.counters, data), self.counters)
 
     # -- bus side --------------------------------------------------------------------------------
 
