@@ -108,11 +108,31 @@ class Codec:
         checksum = (sum(plain) & 0xFF) ^ mask
         return HEADER.pack(self.code, len(plain), mask, checksum) + plain.translate(_XOR[mask])
 
-    def decoder(self, accept: Iterable[int], records: bool = True) -> StreamDecoder:
+    def retype(self, packet: bytes, mtype: int) -> bytes:
+        """A packet of type `mtype` whose body is `packet`'s, masked with the same R.
+
+        `packet` must be one whole packet this codec's decoder accepted (so its checksum holds)
+        and `mtype`'s layout must have the same body as its type's. An answer that repeats a
+        request's fields (an echo) is then made without unmasking or re-encoding the body: only
+        the two type bytes and the checksum change. R is any byte by the protocol; reusing the
+        request's is as valid as drawing a new one."""
+        mask = packet[3]
+        lo, hi = mtype & 0xFF, mtype >> 8
+        checksum = (packet[4] ^ mask) - (packet[5] ^ mask) - (packet[6] ^ mask) + lo + hi
+        return (
+            bytes((packet[0], packet[1], packet[2], mask, (checksum & 0xFF) ^ mask,
+                   lo ^ mask, hi ^ mask))
+            + packet[7:]
+        )  # fmt: skip
+
+    def decoder(
+        self, accept: Iterable[int], records: bool = True, packets: bool = False
+    ) -> StreamDecoder:
         """A fresh stream decoder that admits only the message types in `accept`; with
         ``records=False`` it yields ``(type, fields)`` tuples instead of message records (what
-        a relay needs, cheaper)."""
-        return StreamDecoder(self.code, accept, records)
+        a relay needs, cheaper), and with ``packets=True`` as well ``(type, fields, packet)``
+        triples, `packet` being the whole packet as received (for :meth:`retype`)."""
+        return StreamDecoder(self.code, accept, records, packets)
 
 
 class StreamDecoder:
@@ -125,11 +145,14 @@ class StreamDecoder:
     stream is unusable after it (the connection is to be dropped). Messages that preceded the
     violation in the same call are not returned."""
 
-    __slots__ = ("_accept", "_buffer", "_code", "_error", "_pos", "_records")
+    __slots__ = ("_accept", "_buffer", "_code", "_error", "_packets", "_pos", "_records")
 
-    def __init__(self, code: int, accept: Iterable[int], records: bool = True) -> None:
+    def __init__(
+        self, code: int, accept: Iterable[int], records: bool = True, packets: bool = False
+    ) -> None:
         self._code = code
         self._records = records
+        self._packets = packets  # (type, fields, packet) triples (implies records=False)
         self._accept = {mtype: SPECS[mtype] for mtype in accept}
         self._buffer = b""
         self._pos = 0  # where the undecoded part of _buffer starts
@@ -231,7 +254,14 @@ class StreamDecoder:
                     raise RemoteProtocolError(
                         "wrong_size", f"{spec.name} of {length} bytes, expected {spec.size}"
                     )
-                if records:
+                if self._packets:
+                    fields = (
+                        spec.unpack_fields(plain)
+                        if spec.converters
+                        else (spec.body.unpack_from(plain, 2))
+                    )
+                    messages.append((mtype, fields, data[pos:stop]))
+                elif records:
                     messages.append(spec.unpack(plain))
                 elif spec.converters:
                     messages.append((mtype, spec.unpack_fields(plain)))

@@ -711,3 +711,33 @@ def test_split_passes_payload_violations_on_for_the_far_end_to_judge(
     with pytest.raises(RemoteProtocolError) as info:
         Codec().decoder(GAME_CLIENT_MESSAGES).feed(packets)
     assert info.value.reason == reason
+
+
+# ----------------------------------------------------------------------- retype (echo answers)
+
+
+@settings(max_examples=300, deadline=None)
+@given(account=int64, tick=int64, rand=st.integers(0, 255), key1=st.integers(0, 255),
+       key2=st.integers(0, 255), code=st.integers(0, 255))  # fmt: skip
+def test_retype_of_an_echo_is_byte_for_byte_the_encoded_answer_with_the_same_r(
+    account: int, tick: int, rand: int, key1: int, key2: int, code: int
+) -> None:
+    c = Codec(code, key1, key2)
+    request = c.encode(GameReqEcho(account, tick), rand=rand)
+    answer = c.retype(request, GameResEcho.TYPE)
+    assert answer == c.encode(GameResEcho(account, tick), rand=rand)
+    assert c.decoder(SERVER_MESSAGES).feed(answer) == [GameResEcho(account, tick)]
+
+
+def test_echo_request_and_answer_have_the_same_body_so_retype_applies() -> None:
+    request, answer = SPECS[GameReqEcho.TYPE], SPECS[GameResEcho.TYPE]
+    assert request.size == answer.size and request.body.format == answer.body.format
+
+
+def test_a_packets_decoder_yields_each_packet_as_received_with_its_fields() -> None:
+    c = Codec()
+    messages = [GameReqEcho(7, 1), GameReqHeartbeat(), GameReqEcho(7, 2)]
+    packets = [c.encode(m) for m in messages]
+    stream = b"".join(packets)
+    decoded = c.decoder(GAME_CLIENT_MESSAGES, records=False, packets=True).feed(stream)
+    assert decoded == [(m.TYPE, tuple(m), p) for m, p in zip(messages, packets, strict=True)]

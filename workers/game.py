@@ -117,8 +117,8 @@ class PlayerSession:
         self.account_no: int | None = None  # set by its REQ_LOGIN
         self.mode = Mode.AUTH
         self.inbox: deque[Item] = deque()
-        #: Decoded ``(type, fields)`` of its relayed packets, which follow everything in `inbox`.
-        self.relayed: deque[tuple[int, tuple[Any, ...]]] = deque()
+        #: Its relayed packets, decoded: ``(type, fields, packet)``; they follow all of `inbox`.
+        self.relayed: deque[tuple[int, tuple[Any, ...], bytes]] = deque()
         self.decoder: StreamDecoder | None = None  # its relayed packets' decoder, once relayed
         self.verifying = False  # an awaitable admission is running
         self.verdict: bool | None = None  # its answer, for the next auth frame
@@ -267,7 +267,9 @@ class GameWorker:
             if session.mode is Mode.AUTH:  # a gateway out of step: no login was answered OK
                 self._close(session, "not_logged_in")
                 return 0
-            decoder = session.decoder = self.codec.decoder(GAME_CLIENT_MESSAGES, records=False)
+            decoder = session.decoder = self.codec.decoder(
+                GAME_CLIENT_MESSAGES, records=False, packets=True
+            )
         try:
             messages = decoder.feed(packets)
         except RemoteProtocolError as exc:
@@ -543,18 +545,18 @@ class GameWorker:
         :meth:`_game_packet` does), then answer with one ANSWER item: the encoded replies and
         how many packets were handled (before a CLOSE, when one ends it)."""
         inbox, account = session.relayed, session.account_no
-        encode = self.codec.encode_fields
+        retype = self.codec.retype  # an echo answer repeats the request's fields
         replies: list[bytes] = []
         handled = heartbeats = 0
         reason = ""
         while inbox:
-            mtype, fields = inbox.popleft()
+            mtype, fields, packet = inbox.popleft()
             handled += 1
             if mtype == ECHO:
                 if fields[0] != account:
                     reason = "account_mismatch"
                     break
-                replies.append(encode(RES_ECHO, fields))
+                replies.append(retype(packet, RES_ECHO))
             elif mtype == HEARTBEAT:
                 heartbeats += 1
             else:
