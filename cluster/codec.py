@@ -170,6 +170,17 @@ class StreamDecoder:
             return False
         return pos + HEADER_SIZE + (data[pos + 1] | data[pos + 2] << 8) <= len(data)
 
+    def _joined(self, data: bytes) -> tuple[bytes, int]:
+        """What is buffered followed by `data`, and where its undecoded part starts; raises the
+        stream's violation again if it had one."""
+        if self._error is not None:
+            raise self._error
+        if not self._buffer:
+            return data, 0
+        if data:
+            return self._buffer[self._pos :] + data, 0
+        return self._buffer, self._pos
+
     def split(self, data: bytes = b"", limit: int = 1 << 30) -> tuple[bytes, int]:
         """Like :meth:`feed`, but without decoding: the bytes of the next whole packets (at most
         `limit` of them), exactly as received, and their count. Only the framing is checked
@@ -177,15 +188,7 @@ class StreamDecoder:
         decodes the returned bytes with a decoder of their own (a relay's far end). Shares the
         buffer with :meth:`feed`, so a stream may switch from one to the other between calls.
         Raises RemoteProtocolError on a framing violation (and again on every later call)."""
-        if self._error is not None:
-            raise self._error
-        pos = self._pos
-        if self._buffer:
-            if data:
-                data = self._buffer[pos:] + data
-                pos = 0
-            else:
-                data = self._buffer
+        data, pos = self._joined(data)
         start, end, count, code = pos, len(data), 0, self._code
         while end - pos >= HEADER_SIZE and count < limit:
             length = data[pos + 1] | data[pos + 2] << 8
@@ -214,15 +217,7 @@ class StreamDecoder:
     def feed(self, data: bytes = b"", limit: int | None = None) -> list[Message]:
         """Decode `data` (any chunk of the stream, or nothing to go on with what is buffered), at
         most `limit` messages. Raises RemoteProtocolError on a violation."""
-        if self._error is not None:
-            raise self._error
-        pos = self._pos
-        if self._buffer:
-            if data:
-                data = self._buffer[pos:] + data
-                pos = 0
-            else:
-                data = self._buffer
+        data, pos = self._joined(data)
         messages: list[Message] = []
         end = len(data)
         budget = end if limit is None else limit
