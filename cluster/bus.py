@@ -167,6 +167,8 @@ def _fields_of(spec: MessageSpec) -> tuple[type, ...]:
         for converted, _, from_wire in spec.converters:
             if converted == index and from_wire is not bytes:
                 kinds[-1] = str
+    if spec.tail:
+        kinds[-1] = bytes  # the record carries the tail's bytes, not their count
     return tuple(kinds)
 
 

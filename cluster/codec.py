@@ -21,7 +21,7 @@ import struct
 from collections.abc import Iterable
 from typing import Any
 
-from cluster.messages import SPECS, Message
+from cluster.messages import SPECS, Message, MessageSpec
 
 HEADER = struct.Struct("<BHBB")
 HEADER_SIZE = HEADER.size
@@ -58,8 +58,29 @@ VIOLATIONS = (
     "bad_checksum",  # checksum of the decoded payload does not match
     "too_short",  # payload shorter than the 2-byte message type
     "unknown_type",  # type not known, or not one this side accepts
-    "wrong_size",  # payload size differs from the type's fixed size
+    "wrong_size",  # payload size differs from the type's (a tail's: fixed part + its count)
+    "tail_too_long",  # a variable-length field longer than its type allows (a chat message)
 )
+
+
+def _check_size(spec: MessageSpec, plain: bytes) -> None:
+    """Raise the violation of a payload whose size is not its type's: a fixed type must match
+    exactly; a type with a tail must be its fixed part plus the count its last body item gives
+    (no short read, no trailing bytes), and that count at most the tail's bound."""
+    length = len(plain)
+    if not spec.tail or length < spec.size:
+        raise RemoteProtocolError(
+            "wrong_size", f"{spec.name} of {length} bytes, expected {spec.size}"
+        )
+    count = plain[spec.size - 2] | plain[spec.size - 1] << 8
+    if count > spec.tail:
+        raise RemoteProtocolError(
+            "tail_too_long", f"{spec.name} carries {count} bytes, at most {spec.tail}"
+        )
+    if length != spec.size + count:
+        raise RemoteProtocolError(
+            "wrong_size", f"{spec.name} of {length} bytes, expected {spec.size} + {count}"
+        )
 
 
 class Codec:
@@ -86,7 +107,7 @@ class Codec:
         if spec is None:
             raise LocalProtocolError(f"no such message type {mtype}")
         try:
-            plain = spec.whole.pack(mtype, *fields) if not spec.converters else spec.pack(fields)
+            plain = spec.whole.pack(mtype, *fields) if spec.simple else spec.pack(fields)
         except (struct.error, ValueError, TypeError, IndexError, AttributeError) as exc:
             raise LocalProtocolError(f"cannot encode {spec.name}{tuple(fields)!r}: {exc}") from None
         if rand is not None or len(plain) > MAX_PAYLOAD:
@@ -245,20 +266,17 @@ class StreamDecoder:
                 spec = accept.get(mtype)
                 if spec is None:
                     raise RemoteProtocolError("unknown_type", f"message type {mtype} not accepted")
-                if length != spec.size:
-                    raise RemoteProtocolError(
-                        "wrong_size", f"{spec.name} of {length} bytes, expected {spec.size}"
-                    )
+                if length != spec.size or spec.tail:
+                    _check_size(spec, plain)
                 if self._packets:
                     fields = (
-                        spec.unpack_fields(plain)
-                        if spec.converters
-                        else (spec.body.unpack_from(plain, 2))
-                    )
+                        spec.body.unpack_from(plain, 2) if spec.simple
+                        else spec.unpack_fields(plain)
+                    )  # fmt: skip
                     messages.append((mtype, fields, data[pos:stop]))
                 elif records:
                     messages.append(spec.unpack(plain))
-                elif spec.converters:
+                elif not spec.simple:
                     messages.append((mtype, spec.unpack_fields(plain)))
                 else:
                     messages.append((mtype, spec.body.unpack_from(plain, 2)))

@@ -140,6 +140,100 @@ class GameReqHeartbeat(_GameReqHeartbeatFields):
     TYPE: ClassVar[int] = 5002
 
 
+# -- the chat port (the original ChatServer's protocol; types 1-7) ------------------------------
+
+#: Longest chat message, in bytes: the original server's buffer is WCHAR[256].
+CHAT_MESSAGE_MAX = 512
+#: The sector grid is SECTOR_MAX x SECTOR_MAX; a coordinate outside it is a violation.
+SECTOR_MAX = 100
+
+
+class _ChatReqLoginFields(NamedTuple):
+    account_no: int
+    user_id: str
+    nickname: str
+    session_key: bytes
+
+
+class ChatReqLogin(_ChatReqLoginFields):
+    """1 CS_CHAT_REQ_LOGIN, client -> chat port: the only message allowed before login. ID and
+    Nickname are read up to their first NUL (original clients leave bytes after it)."""
+
+    __slots__ = ()
+    TYPE: ClassVar[int] = 1
+
+
+class _ChatResLoginFields(NamedTuple):
+    status: int
+    account_no: int
+
+
+class ChatResLogin(_ChatResLoginFields):
+    """2 CS_CHAT_RES_LOGIN, chat port -> client: Status 0 (fail) or 1 (ok)."""
+
+    __slots__ = ()
+    TYPE: ClassVar[int] = 2
+
+
+class _ChatSectorMoveFields(NamedTuple):
+    account_no: int
+    sector_x: int
+    sector_y: int
+
+
+class ChatReqSectorMove(_ChatSectorMoveFields):
+    """3 CS_CHAT_REQ_SECTOR_MOVE, client -> chat port."""
+
+    __slots__ = ()
+    TYPE: ClassVar[int] = 3
+
+
+class ChatResSectorMove(_ChatSectorMoveFields):
+    """4 CS_CHAT_RES_SECTOR_MOVE, chat port -> client: the request's fields."""
+
+    __slots__ = ()
+    TYPE: ClassVar[int] = 4
+
+
+class _ChatReqMessageFields(NamedTuple):
+    account_no: int
+    message: bytes  # UTF-16LE as the client sent it, no NUL; MessageLen on the wire
+
+
+class ChatReqMessage(_ChatReqMessageFields):
+    """5 CS_CHAT_REQ_MESSAGE, client -> chat port: ``AccountNo, MessageLen:u16, Message``; the
+    payload must be exactly 12 + MessageLen bytes, MessageLen at most CHAT_MESSAGE_MAX."""
+
+    __slots__ = ()
+    TYPE: ClassVar[int] = 5
+
+
+class _ChatResMessageFields(NamedTuple):
+    account_no: int
+    user_id: str
+    nickname: str
+    message: bytes
+
+
+class ChatResMessage(_ChatResMessageFields):
+    """6 CS_CHAT_RES_MESSAGE, chat port -> client: the sender's AccountNo, ID and Nickname and
+    its message unchanged."""
+
+    __slots__ = ()
+    TYPE: ClassVar[int] = 6
+
+
+class _ChatReqHeartbeatFields(NamedTuple):
+    pass
+
+
+class ChatReqHeartbeat(_ChatReqHeartbeatFields):
+    """7 CS_CHAT_REQ_HEARTBEAT, client -> chat port: refreshes the receive time."""
+
+    __slots__ = ()
+    TYPE: ClassVar[int] = 7
+
+
 #: The class of any message record; MessageSpec.cls is one.
 MessageClass = (
     type[LoginReqLogin]
@@ -149,6 +243,13 @@ MessageClass = (
     | type[GameReqEcho]
     | type[GameResEcho]
     | type[GameReqHeartbeat]
+    | type[ChatReqLogin]
+    | type[ChatResLogin]
+    | type[ChatReqSectorMove]
+    | type[ChatResSectorMove]
+    | type[ChatReqMessage]
+    | type[ChatResMessage]
+    | type[ChatReqHeartbeat]
 )
 
 Message = Any  # any of the NamedTuple records above
@@ -182,19 +283,29 @@ class MessageSpec:
 
     ``body`` packs the fields after the uint16 type; ``size`` is the whole payload (type
     included), which must match exactly on receive. ``converters`` maps a field index to a
-    ``(to_wire, from_wire)`` pair for fields whose Python form differs from the struct form."""
+    ``(to_wire, from_wire)`` pair for fields whose Python form differs from the struct form.
+
+    With ``tail`` (> 0) the layout ends in a variable part: the body's last item is a uint16
+    byte count and that many raw bytes follow it (at most ``tail``); the record's last field is
+    those bytes (the count is implied by their length), and ``size`` is the fixed part."""
 
     cls: MessageClass
     body: struct.Struct
     converters: tuple[tuple[int, Callable[[Any], Any], Callable[[Any], Any]], ...] = ()
+    tail: int = 0
     type: int = field(init=False)
     size: int = field(init=False)
     whole: struct.Struct = field(init=False)  # the type and the body in one layout
+    #: packs and unpacks with ``whole`` alone (no converters, no tail): the codec's fast path
+    simple: bool = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "type", self.cls.TYPE)
         object.__setattr__(self, "size", 2 + self.body.size)
         object.__setattr__(self, "whole", struct.Struct("<H" + self.body.format[1:]))
+        object.__setattr__(self, "simple", not self.converters and not self.tail)
+        if self.tail and not self.body.format.endswith("H"):
+            raise ValueError(f"{self.name}: a tail needs a uint16 count as the last body item")
 
     @property
     def name(self) -> str:
@@ -202,11 +313,17 @@ class MessageSpec:
 
     def pack(self, fields: Iterable[Any]) -> bytes:
         """The plain payload (type included) for `fields`. Raises ValueError/struct.error."""
-        if self.converters:
-            fields = list(fields)
-            for index, to_wire, _ in self.converters:
-                fields[index] = to_wire(fields[index])
-        return self.whole.pack(self.type, *fields)
+        if self.simple:
+            return self.whole.pack(self.type, *fields)
+        values = list(fields)
+        for index, to_wire, _ in self.converters:
+            values[index] = to_wire(values[index])
+        if not self.tail:
+            return self.whole.pack(self.type, *values)
+        tail = bytes(values.pop())
+        if len(tail) > self.tail:
+            raise ValueError(f"{len(tail)} bytes in the last field, at most {self.tail}")
+        return self.whole.pack(self.type, *values, len(tail)) + tail
 
     def unpack(self, plain: bytes) -> Message:
         """The record for a plain payload whose type and size were already checked."""
@@ -215,10 +332,12 @@ class MessageSpec:
     def unpack_fields(self, plain: bytes) -> tuple[Any, ...]:
         """The fields, in wire order, of a plain payload whose type and size were checked."""
         values = self.body.unpack_from(plain, 2)
-        if self.converters:
+        if self.converters or self.tail:
             converted = list(values)
             for index, _, from_wire in self.converters:
                 converted[index] = from_wire(converted[index])
+            if self.tail:
+                converted[-1] = plain[self.size : self.size + converted[-1]]
             return tuple(converted)
         return values
 
@@ -239,6 +358,22 @@ SPECS: dict[int, MessageSpec] = {
         MessageSpec(GameReqEcho, struct.Struct("<qq")),
         MessageSpec(GameResEcho, struct.Struct("<qq")),
         MessageSpec(GameReqHeartbeat, struct.Struct("<")),
+        MessageSpec(
+            ChatReqLogin,
+            struct.Struct("<q40s40s64s"),
+            ((1, *_text(20)), (2, *_text(20)), (3, *_KEY)),
+        ),
+        MessageSpec(ChatResLogin, struct.Struct("<Bq")),
+        MessageSpec(ChatReqSectorMove, struct.Struct("<qHH")),
+        MessageSpec(ChatResSectorMove, struct.Struct("<qHH")),
+        MessageSpec(ChatReqMessage, struct.Struct("<qH"), tail=CHAT_MESSAGE_MAX),
+        MessageSpec(
+            ChatResMessage,
+            struct.Struct("<q40s40sH"),
+            ((1, *_text(20)), (2, *_text(20))),
+            tail=CHAT_MESSAGE_MAX,
+        ),
+        MessageSpec(ChatReqHeartbeat, struct.Struct("<")),
     )
 }
 
@@ -248,3 +383,9 @@ GAME_CLIENT_MESSAGES = frozenset({GameReqLogin.TYPE, GameReqEcho.TYPE, GameReqHe
 LOGIN_CLIENT_MESSAGES = frozenset({LoginReqLogin.TYPE})
 #: What a client accepts from the servers (both ports).
 SERVER_MESSAGES = frozenset({LoginResLogin.TYPE, GameResLogin.TYPE, GameResEcho.TYPE})
+#: What a chat-port server accepts from clients.
+CHAT_CLIENT_MESSAGES = frozenset({
+    ChatReqLogin.TYPE, ChatReqSectorMove.TYPE, ChatReqMessage.TYPE, ChatReqHeartbeat.TYPE,
+})  # fmt: skip
+#: What a chat client accepts from the chat port.
+CHAT_SERVER_MESSAGES = frozenset({ChatResLogin.TYPE, ChatResSectorMove.TYPE, ChatResMessage.TYPE})

@@ -26,10 +26,20 @@ from cluster.codec import (
     StreamDecoder,
 )
 from cluster.messages import (
+    CHAT_CLIENT_MESSAGES,
+    CHAT_MESSAGE_MAX,
+    CHAT_SERVER_MESSAGES,
     GAME_CLIENT_MESSAGES,
     LOGIN_CLIENT_MESSAGES,
     SERVER_MESSAGES,
     SPECS,
+    ChatReqHeartbeat,
+    ChatReqLogin,
+    ChatReqMessage,
+    ChatReqSectorMove,
+    ChatResLogin,
+    ChatResMessage,
+    ChatResSectorMove,
     GameLoginStatus,
     GameReqEcho,
     GameReqHeartbeat,
@@ -67,6 +77,12 @@ def raw_packet(
     return HEADER.pack(code, size, mask, plain_cs ^ mask) + bytes(b ^ mask for b in plain)
 
 
+def chat_plain(message: bytes, account_no: int = 7, count: int | None = None) -> bytes:
+    """A CS_CHAT_REQ_MESSAGE payload whose MessageLen may lie (`count`)."""
+    size = len(message) if count is None else count
+    return struct.pack("<HqH", ChatReqMessage.TYPE, account_no, size) + message
+
+
 def type_bytes(mtype: int) -> bytes:
     return struct.pack("<H", mtype)
 
@@ -101,6 +117,15 @@ REPRESENTATIVES = [
     GameReqEcho(account_no=INT64_MAX, send_tick=INT64_MIN),
     GameResEcho(account_no=INT64_MIN, send_tick=INT64_MAX),
     GameReqHeartbeat(),
+    ChatReqLogin(
+        account_no=INT64_MAX, user_id=KOREAN_20, nickname=EMOJI_10, session_key=bytes(range(64))
+    ),
+    ChatResLogin(status=1, account_no=INT64_MIN),
+    ChatReqSectorMove(account_no=-1, sector_x=0, sector_y=65535),
+    ChatResSectorMove(account_no=1, sector_x=65535, sector_y=0),
+    ChatReqMessage(account_no=INT64_MIN, message="안녕".encode("utf-16-le") * 128),  # 512 bytes
+    ChatResMessage(account_no=INT64_MAX, user_id="", nickname=KOREAN_20, message=b""),
+    ChatReqHeartbeat(),
 ]
 
 CODEC_SETTINGS = [(119, 50, 132), (7, 0, 0), (255, 255, 1), (0, 13, 13)]
@@ -111,9 +136,10 @@ def test_representatives_cover_every_spec() -> None:
 
 
 def test_accept_sets_partition_the_specs() -> None:
-    assert GAME_CLIENT_MESSAGES | LOGIN_CLIENT_MESSAGES | SERVER_MESSAGES == ALL_TYPES
-    assert not GAME_CLIENT_MESSAGES & SERVER_MESSAGES
-    assert not LOGIN_CLIENT_MESSAGES & SERVER_MESSAGES
+    sets = [GAME_CLIENT_MESSAGES, LOGIN_CLIENT_MESSAGES, SERVER_MESSAGES, CHAT_CLIENT_MESSAGES,
+            CHAT_SERVER_MESSAGES]  # fmt: skip
+    assert frozenset().union(*sets) == ALL_TYPES
+    assert sum(len(s) for s in sets) == len(ALL_TYPES)  # no type in two sets
 
 
 # ---------------------------------------------------------------- the docs/protocol.md test vector
@@ -181,7 +207,9 @@ def test_every_message_round_trips(
 ) -> None:
     c = Codec(*settings_)
     packet = c.encode(message, rand=rand)
-    assert len(packet) == 5 + SPECS[message.TYPE].size  # type: ignore[attr-defined]
+    spec = SPECS[message.TYPE]  # type: ignore[attr-defined]
+    tail = len(message[-1]) if spec.tail else 0  # type: ignore[index]
+    assert len(packet) == 5 + spec.size + tail
     assert packet == raw_packet(
         SPECS[message.TYPE].pack(tuple(message)),  # type: ignore[attr-defined]
         code=settings_[0],
@@ -402,7 +430,15 @@ VIOLATION_CASES = [
     ("wrong_size", "one-extra-byte", raw_packet(echo_plain() + b"\x00")),
     ("wrong_size", "one-missing-byte", raw_packet(echo_plain()[:-1])),
     ("wrong_size", "heartbeat-extra-byte", raw_packet(type_bytes(GameReqHeartbeat.TYPE) + b"\x01")),
+    ("tail_too_long", "chat-message-513", raw_packet(chat_plain(b"a" * (CHAT_MESSAGE_MAX + 1)))),
+    ("wrong_size", "chat-message-short-read", raw_packet(chat_plain(b"abcd", count=6))),
+    ("wrong_size", "chat-message-trailing", raw_packet(chat_plain(b"abcd", count=2))),
+    ("wrong_size", "chat-message-no-count", raw_packet(struct.pack("<Hq", 5, 1))),
 ]
+
+
+#: The client messages of the game and chat ports (no type is in both).
+CLIENT_TYPES = GAME_CLIENT_MESSAGES | CHAT_CLIENT_MESSAGES
 
 
 def test_violation_cases_cover_every_reason() -> None:
@@ -417,7 +453,7 @@ def test_violation_cases_cover_every_reason() -> None:
     ],
 )
 def test_violation_raises_with_its_reason(reason: str, packet: bytes) -> None:
-    decoder = Codec().decoder(GAME_CLIENT_MESSAGES)
+    decoder = Codec().decoder(CLIENT_TYPES)
     with pytest.raises(RemoteProtocolError) as info:
         decoder.feed(packet)
     assert info.value.reason == reason
@@ -434,7 +470,7 @@ def test_violation_raises_with_its_reason(reason: str, packet: bytes) -> None:
     ],
 )
 def test_violation_is_sticky(reason: str, packet: bytes) -> None:
-    decoder = Codec().decoder(GAME_CLIENT_MESSAGES)
+    decoder = Codec().decoder(CLIENT_TYPES)
     with pytest.raises(RemoteProtocolError) as first:
         decoder.feed(GOOD_ECHO + packet)  # the good message before it is not returned
     for later in (b"", GOOD_ECHO, packet):
@@ -705,11 +741,11 @@ def test_split_passes_payload_violations_on_for_the_far_end_to_judge(
     reason: str, packet: bytes
 ) -> None:
     """Only the framing is checked by split; the decoder at the far end raises the rest."""
-    relay = Codec().decoder(GAME_CLIENT_MESSAGES)
+    relay = Codec().decoder(CLIENT_TYPES)
     packets, count = relay.split(GOOD_ECHO + packet)
     assert (packets, count) == (GOOD_ECHO + packet, 2)
     with pytest.raises(RemoteProtocolError) as info:
-        Codec().decoder(GAME_CLIENT_MESSAGES).feed(packets)
+        Codec().decoder(CLIENT_TYPES).feed(packets)
     assert info.value.reason == reason
 
 
@@ -741,3 +777,60 @@ def test_a_packets_decoder_yields_each_packet_as_received_with_its_fields() -> N
     stream = b"".join(packets)
     decoded = c.decoder(GAME_CLIENT_MESSAGES, records=False, packets=True).feed(stream)
     assert decoded == [(m.TYPE, tuple(m), p) for m, p in zip(messages, packets, strict=True)]
+
+
+# ----------------------------------------------------------------------- the chat port's messages
+
+
+@settings(max_examples=200, deadline=None)
+@given(account=int64, size=st.integers(0, CHAT_MESSAGE_MAX), data=st.data())
+def test_property_chat_messages_of_any_allowed_length_round_trip(
+    account: int, size: int, data: st.DataObject
+) -> None:
+    message = data.draw(st.binary(min_size=size, max_size=size), label="message")
+    c = Codec()
+    request = c.encode(ChatReqMessage(account, message))
+    assert len(request) == 5 + 12 + size  # fixed part, MessageLen, the bytes, nothing else
+    assert c.decoder(CHAT_CLIENT_MESSAGES).feed(request) == [ChatReqMessage(account, message)]
+    answer = ChatResMessage(account, "id", "nick", message)
+    assert c.decoder(CHAT_SERVER_MESSAGES).feed(c.encode(answer)) == [answer]
+
+
+def test_chat_message_lengths_at_and_past_the_bound() -> None:
+    c = Codec()
+    assert c.decoder(CHAT_CLIENT_MESSAGES).feed(
+        raw_packet(chat_plain(b"x" * CHAT_MESSAGE_MAX))
+    ) == [ChatReqMessage(7, b"x" * CHAT_MESSAGE_MAX)]
+    with pytest.raises(LocalProtocolError):
+        c.encode(ChatReqMessage(7, b"x" * (CHAT_MESSAGE_MAX + 1)))
+
+
+def test_chat_login_id_and_nickname_end_at_the_first_nul() -> None:
+    """Original clients leave bytes after the NUL of ID and Nickname: they are ignored."""
+    user_id = "tester".encode("utf-16-le") + b"\0\0" + "JUNK".encode("utf-16-le")
+    nickname = "닉".encode("utf-16-le") + b"\0\0" + b"\xff" * 10
+    plain = struct.pack("<Hq40s40s64s", ChatReqLogin.TYPE, 42, user_id, nickname, b"k" * 64)
+    (login,) = Codec().decoder(CHAT_CLIENT_MESSAGES).feed(raw_packet(plain))
+    assert login == ChatReqLogin(42, "tester", "닉", b"k" * 64)
+
+
+def test_chat_sector_move_layout_is_account_then_x_then_y() -> None:
+    packet = Codec().encode(ChatReqSectorMove(42, 3, 99), rand=0)
+    mask = packet[3]
+    plain = bytes(b ^ mask for b in packet[5:])
+    assert plain == struct.pack("<HqHH", 3, 42, 3, 99)
+    assert Codec().decoder(CHAT_SERVER_MESSAGES).feed(
+        Codec().encode(ChatResSectorMove(42, 3, 99))
+    ) == [ChatResSectorMove(42, 3, 99)]
+
+
+def test_chat_types_are_checked_as_bus_items_too() -> None:
+    """The bus carries chat messages with their Python field types, the tail as bytes."""
+    from cluster import bus
+
+    assert bus.ITEM_FIELDS[ChatReqMessage.TYPE] == (int, bytes)
+    assert bus.ITEM_FIELDS[ChatResMessage.TYPE] == (int, str, str, bytes)
+    assert bus.ITEM_FIELDS[ChatReqLogin.TYPE] == (int, str, str, bytes)
+    body = bus.pack_body([[1, ChatReqMessage.TYPE, 7, b"hi"], [2, ChatReqMessage.TYPE, 7, 5]])
+    items, bad = bus.parse_items(body)
+    assert items == [(1, ChatReqMessage.TYPE, [7, b"hi"])] and bad == 1
