@@ -206,7 +206,9 @@ class GatewayRole(Role):
 
 
 def _accepted(sessions: Sessions) -> str:
-    return " ".join(f"accepted_{port}={n}" for port, n in sorted(sessions.accepted.items()))
+    """``accepted_game=N accepted_login=M`` (``accepted=none`` before the first accept)."""
+    per_port = sorted(sessions.accepted.items())
+    return " ".join(f"accepted_{port}={n}" for port, n in per_port) or "accepted=none"
 
 
 def serve(config: Config) -> int:

@@ -328,3 +328,10 @@ def test_login_port_without_auth_workers_answers_noserver(make_cluster):
     reply = run(login_once("127.0.0.1", cluster.login_port, 5, b"k" * 64))
     assert (reply.account_no, reply.status) == (5, 6)
     assert (reply.game_server_ip, reply.game_server_port) == ("127.0.0.1", cluster.game_port)
+
+
+def test_a_gateway_that_accepted_nobody_says_so_when_it_stops(make_cluster):
+    cluster = make_cluster()
+    _, gateway, _ = cluster.start_spine()
+    assert gateway.stop() == 0
+    assert gateway.wait_log(r"stopped: (.*)").group(1) == "accepted=none drops: none"
