@@ -38,6 +38,11 @@ CODEC = Codec()
 #: What the gateway may grow by while flooded (README: per client one read of 256 KiB, the
 #: requests in flight and max_outbound bytes of replies; six flooders need ~8 MB of that).
 FLOOD_GROWTH_BOUND = 64 * 1024 * 1024
+#: Echoes a reading flooder keeps unanswered at most (the gateway holds it at max_inflight = 256;
+#: the rest waits in kernel buffers): bounds how long the final drain takes on a slow machine.
+FLOOD_BACKLOG = 20_000
+#: Seconds without a single answer after which a flooder's session counts as stuck.
+STALL_LIMIT = 15.0
 
 
 async def _honest_rounds(clients: list[GameClient], stop: asyncio.Event) -> int:
@@ -74,13 +79,20 @@ async def _reading_flooder(port: int, account: int, stop: asyncio.Event) -> tupl
     reading = asyncio.create_task(read())
     sent = 0
     while not stop.is_set():
+        if sent - answered >= FLOOD_BACKLOG:  # far past max_inflight: the gateway holds us
+            await asyncio.sleep(0.01)
+            continue
         writer.write(b"".join(CODEC.encode(GameReqEcho(account, sent + i)) for i in range(500)))
         sent += 500
         await writer.drain()
         await asyncio.sleep(0)  # drain() does not yield while the kernel takes it all
-    deadline = time.monotonic() + 20
-    while answered < sent and time.monotonic() < deadline:
+    # Every echo must be answered, in order: wait while answers keep coming (a slow machine
+    # drains the backlog slowly; a stuck session stops making progress).
+    progress_at, seen = time.monotonic(), answered
+    while answered < sent and time.monotonic() - progress_at < STALL_LIMIT:
         await asyncio.sleep(0.05)
+        if answered != seen:
+            progress_at, seen = time.monotonic(), answered
     reading.cancel()
     writer.transport.abort()
     if reading.done() and not reading.cancelled() and reading.exception() is not None:
