@@ -30,20 +30,25 @@ async def _echo_until(client: GameClient, stop: asyncio.Event) -> int:
 
 
 async def _login_when_possible(lc, account, timeout: float = 30.0) -> GameClient:
-    """Logins are refused while the broker is away; retry until one goes through."""
+    """Logins are refused (NOSERVER, or FAIL on the game port) while the broker is away or its
+    peers re-register; a client tries again, the whole login, until one goes through."""
 
     async def accepted():
         try:
             reply = await login_once("127.0.0.1", lc.login_port, account.no, account.key)
+            if reply.status != LoginStatus.OK:
+                return None
+            client = await GameClient.connect("127.0.0.1", reply.game_server_port)
+            game = await client.login(account.no, account.key)
         except (ConnectionError, ServerClosed, TimeoutError):
             return None
-        return reply if reply.status == LoginStatus.OK else None
+        if game.status != 1:
+            await client.close()
+            return None
+        return client
 
-    reply = await async_wait_until(accepted, "a login accepted", timeout=timeout, interval=0.2)
-    client = await GameClient.connect("127.0.0.1", reply.game_server_port)
-    game = await client.login(account.no, account.key)
-    assert game.status == 1, game
-    return client
+    return await async_wait_until(accepted, "a whole login accepted", timeout=timeout,
+                                  interval=0.2)  # fmt: skip
 
 
 @pytest.mark.parametrize("mode", MODES)
