@@ -3,8 +3,9 @@
 A role is an object with a few hooks (:class:`Role`); :func:`run_role` runs them in one order:
 
 1. ``open()``: bind its ports, open its DB, build its :class:`~cluster.link.BusLink` (``link``)
-   and optional :class:`~cluster.stats.Reporter` (``reporter``). A :class:`StartupError` (or an
-   ``OSError`` naming a port) is logged as one line and the process exits 1, after ``close()``;
+   and optional :class:`~cluster.stats.Reporter` (``reporter``). A :class:`StartupError` (a
+   role raises one naming the port or key it cannot use) is logged as one line and the process
+   exits 1, after ``close()``;
 2. the bus link starts and registers with the broker; the reporter starts;
 3. once ``ready()`` completes (by default: registered), the ``ready role=... loop=...`` line is
    printed with ``ready_fields()``, and ``serve(stop)`` runs until SIGINT / SIGTERM;
