@@ -32,11 +32,17 @@ def _welcomed(endpoint: str, configure=None, timeout: float = 2.0) -> bool:
     context = zmq.Context.instance()
     sock = context.socket(zmq.DEALER)
     sock.linger = 0
+    # A refused handshake tears the pipe down; a DEALER with no pipe blocks
+    # in send, so bound the send as well as the wait for WELCOME.
+    sock.sndtimeo = int(timeout * 1000)
     if configure is not None:
         configure(sock)
     sock.connect(endpoint)
     try:
-        sock.send_multipart([bus.READY, b"game", bus.pack_info({})])
+        try:
+            sock.send_multipart([bus.READY, b"game", bus.pack_info({})])
+        except zmq.Again:
+            return False
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if sock.poll(100) and sock.recv_multipart()[0] == bus.WELCOME:
