@@ -577,6 +577,7 @@ def start_cluster(workdir: Path) -> tuple[common.Proc, int]:
         "gateway": {"game_port": game, "login_port": login},
         "workers": {"game": 1, "auth": 0},
         "game": {"verify_key": False},
+        "chat": {"enabled": False},
         "monitor": {"metrics_port": metrics},
     })  # fmt: skip
     proc = common.start_cluster(

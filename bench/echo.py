@@ -290,6 +290,7 @@ def start_cluster(workdir: Path) -> tuple[subprocess.Popen[str], int]:
         "gateway": {"game_port": game, "login_port": login},
         "workers": {"game": 1, "auth": 0},
         "game": {"verify_key": False},
+        "chat": {"enabled": False},
         "monitor": {"metrics_port": metrics},
     })  # fmt: skip
     argv = [sys.executable, "-m", "cluster", "up", "--config", str(config), "--skip-db-init",

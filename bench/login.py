@@ -318,6 +318,8 @@ def write_cluster_config(workdir: Path, db: dict[str, Any], settings: Settings) 
             "broker": {"bind": f"tcp://127.0.0.1:{broker}"},
             "gateway": {"host": "127.0.0.1", "login_port": login, "game_port": game},
             "workers": {"auth": settings.auth_workers, "game": settings.game_workers},
+            # The original's login path to the game server (bench/chat.py measures the chat).
+            "chat": {"enabled": False},
             "monitor": {"metrics_port": metrics, "summary_interval": 3600.0},
             "db": {**db, "pool_size": settings.pool_size},
         },

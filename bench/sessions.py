@@ -318,6 +318,7 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "gateway": {"host": "127.0.0.1", "login_port": login, "game_port": game},
             "workers": {"auth": 0, "game": GAME_WORKERS},
             "game": {"verify_key": False},
+            "chat": {"enabled": False},
             "monitor": {"metrics_port": metrics, "summary_interval": 3600.0},
         },
     )

@@ -55,6 +55,7 @@ def main() -> int:
             "cluster": {"data_dir": str(work / "data")},
             "broker": {"bind": f"tcp://127.0.0.1:{broker}"},
             "gateway": {"login_port": login, "game_port": game},
+            "chat": {"enabled": False},
             "monitor": {"metrics_port": metrics, "summary_interval": 3600.0},
         })  # fmt: skip
         try:

@@ -1,10 +1,10 @@
 """The broker: one ROUTER that every gateway and worker connects to (Majordomo-like).
 
 State is a registry of :class:`Peer` records (identity, role, expiry, reported load) grouped
-into :class:`Service` pools (``game``, ``auth``). The loop is: receive, dispatch by command,
-send heartbeats and purge silent peers once per interval. Timing rules are two named numbers
-from ``[broker]``: ``heartbeat_interval`` and ``heartbeat_liveness`` (a peer silent for their
-product is evicted).
+into :class:`Service` pools (``game``, ``chat``, ``auth``). The loop is: receive, dispatch by
+command, send heartbeats and purge silent peers once per interval. Timing rules are two named
+numbers from ``[broker]``: ``heartbeat_interval`` and ``heartbeat_liveness`` (a peer silent for
+their product is evicted).
 
 Silence is judged only on what the broker could read: a purge first drains the socket until it
 is empty (and is skipped while it cannot be emptied), and when the broker's own loop stalled
@@ -14,9 +14,10 @@ connection is found closed is not evicted as unreachable either: peers that noti
 silence reconnect under the same identity, and their old connections close meanwhile.
 
 Routing never decodes a body: TO is routed on its destination frame; PLACE on its service frame
-and its keys frame (one int64 AccountNo per new session). A game account that a live worker
-holds (``holders``, kept from placements and the workers' HOLD / FREE) goes to that worker, so
-all logins and key pushes of one account meet on one worker; anything else goes to the service's
+and its keys frame (one int64 AccountNo per new session). On the game and chat services, an
+account that a live worker of the service holds (``holders``, kept per service from placements
+and the workers' HOLD / FREE) goes to that worker, so all logins and key pushes of one account
+meet on one worker of each service; anything else goes to the service's
 least-loaded live worker. Every body that cannot be delivered goes back to its sender as
 UNROUTABLE, so the sender can answer its clients instead of letting them hang. When a peer is
 evicted or says BYE, every other peer is told GONE (gateways then close that worker's clients).
@@ -112,8 +113,8 @@ class Broker:
         self._poller.register(self.socket, zmq.POLLIN)
         self.peers: dict[bytes, Peer] = {}
         self.services = {name: Service(name) for name in bus.SERVICES}
-        #: game accounts -> the worker holding them, and the reverse index
-        self.holders: dict[int, bytes] = {}
+        #: per BY_ACCOUNT service: accounts -> the worker holding them; and the reverse index
+        self.holders: dict[str, dict[int, bytes]] = {name: {} for name in bus.BY_ACCOUNT}
         self.held: dict[bytes, set[int]] = {}
         self._unreachable: set[bytes] = set()  # peers whose connection is gone, to evict
         self.counters: Counter[str] = Counter()
@@ -288,21 +289,25 @@ class Broker:
             self._send(identity, [bus.ROSTER, roster])
 
     def _holding(self, peer: Peer, hold: bool, frames: list[bytes]) -> None:
+        holders = self.holders.get(peer.role)
         try:
             accounts = bus.unpack_keys(frames[2])
         except (IndexError, ValueError):
+            accounts = ()
+            holders = None
+        if holders is None:  # a bad keys frame, or a peer whose service is not placed by account
             self.counters["malformed"] += 1
             return
         held = self.held.setdefault(peer.identity, set())
         for account in accounts:
             if hold:
-                previous = self.holders.get(account)
+                previous = holders.get(account)
                 if previous is not None and previous != peer.identity:
                     self.held.get(previous, set()).discard(account)
-                self.holders[account] = peer.identity
+                holders[account] = peer.identity
                 held.add(account)
-            elif self.holders.get(account) == peer.identity:
-                del self.holders[account]
+            elif holders.get(account) == peer.identity:
+                del holders[account]
                 held.discard(account)
 
     def _route(self, sender: Peer, frames: list[bytes]) -> None:
@@ -340,22 +345,22 @@ class Broker:
         """Deliver each ``(key, body)`` to its worker; returns the bodies nobody took. A worker
         found unreachable while sending (it died and we have not evicted it yet) is taken out of
         placement and its share goes to the others, so a worker's death costs no login."""
-        by_account = service.name == "game"
+        holders = self.holders.get(service.name)  # None: least-loaded placement only
         given_back: list[bytes] = []
         for _attempt in range(3):
             batches: dict[bytes, list[tuple[int, bytes]]] = {}
             for entry in entries:
                 key = entry[0]
                 worker = None
-                if by_account:
-                    holder = self.holders.get(key)
+                if holders is not None:
+                    holder = holders.get(key)
                     worker = service.workers.get(holder) if holder is not None else None
                 if worker is None:
                     worker = service.least_loaded()
                     if worker is None:
                         return given_back + [body for _, body in entries]
-                    if by_account:
-                        self.holders[key] = worker.identity
+                    if holders is not None:
+                        holders[key] = worker.identity
                         self.held.setdefault(worker.identity, set()).add(key)
                 worker.placed += 1
                 batches.setdefault(worker.identity, []).append(entry)
@@ -416,7 +421,7 @@ class Broker:
             "peers": len(self.peers),
             "routed_tps": rates["routed"],
             "placed_tps": rates["placed"],
-            "holders": len(self.holders),
+            "holders": sum(len(holders) for holders in self.holders.values()),
         }
 
     def report(self) -> None:
@@ -436,9 +441,10 @@ class Broker:
         """Take a worker out of placement: its pool and the accounts it holds."""
         if peer.role in self.services:
             self.services[peer.role].workers.pop(peer.identity, None)
+        holders = self.holders.get(peer.role, {})
         for account in self.held.pop(peer.identity, ()):
-            if self.holders.get(account) == peer.identity:
-                del self.holders[account]
+            if holders.get(account) == peer.identity:
+                del holders[account]
 
     def drain(self, peer: Peer) -> None:
         """A worker that is stopping: no new placements, but its sessions are still routed."""

@@ -18,15 +18,16 @@ DRAIN       -                                           worker: place nothing ne
 TO          dest identity, body...                      deliver bodies to one peer
 PLACE       service, keys (n x i64 LE), body x n        place n new sessions on the service's
                                                         workers (key: AccountNo; see below)
-HOLD        keys (n x i64 LE)                           game worker: I now hold these accounts
-FREE        keys (n x i64 LE)                           game worker: I no longer hold them
+HOLD        keys (n x i64 LE)                           game/chat worker: I now hold these accounts
+FREE        keys (n x i64 LE)                           game/chat worker: I no longer hold them
 STATS       sample (msgpack map, see cluster.stats)     this process's 1-second sample
 ==========  ==========================================  =========================================
 
-Placement on the ``game`` service is by account: an account that a live game worker holds (a
-pushed systemlink key or a session in game) is placed on that worker, so every login and every
-key push of one account meets its state on one worker, whichever gateway or auth worker sent it.
-Other accounts go to the least-loaded worker. ``auth`` placement is least-loaded only.
+Placement on the ``game`` and ``chat`` services is by account (:data:`BY_ACCOUNT`): an account
+that a live worker of the service holds (a pushed systemlink key or a session) is placed on that
+worker, so every login and every key push of one account meets its state on one worker,
+whichever gateway or auth worker sent it. Other accounts go to the least-loaded worker. ``auth``
+placement is least-loaded only.
 
 Broker -> peer:
 
@@ -41,7 +42,7 @@ GONE         identity, role                        a peer left or was evicted
 RESET        -                                     the broker does not know you: send READY
 ROSTER       roster (msgpack map)                  live workers and monitors, sent after WELCOME
                                                    and whenever it changes: {"game": [id, ...],
-                                                   "auth": [...], "monitor": [...]}
+                                                   "chat": [...], "auth": [...], "monitor": [...]}
 STATS        source identity, sample               (monitors only) a process's 1-second sample
 ===========  ====================================  ============================================
 
@@ -75,7 +76,14 @@ from typing import Any
 
 import msgpack
 
-from cluster.messages import SPECS, MessageSpec
+from cluster.messages import (
+    SPECS,
+    ChatReqLogin,
+    GameReqEcho,
+    GameReqLogin,
+    LoginReqLogin,
+    MessageSpec,
+)
 
 READY = b"READY"
 HEARTBEAT = b"HB"
@@ -102,12 +110,19 @@ EVICTED = b"EVICTED"
 REGISTERED = b"REGISTERED"
 
 #: Roles a peer may register with. Workers of SERVICES are placement targets.
-ROLES = ("gateway", "game", "auth", "monitor", "cli")
-SERVICES = ("game", "auth")
+ROLES = ("gateway", "game", "chat", "auth", "monitor", "cli")
+SERVICES = ("game", "chat", "auth")
+#: Services whose sessions are placed by account: an account held by a live worker goes to it.
+BY_ACCOUNT = ("game", "chat")
 #: Roles listed in ROSTER (gateways with their data port, under "data").
-ROSTER_ROLES = ("game", "auth", "monitor", "gateway")
+ROSTER_ROLES = ("game", "chat", "auth", "monitor", "gateway")
 
 _LOAD = struct.Struct("<I")
+
+#: Client requests a gateway counts in a session's ``max_inflight`` when it forwards them as
+#: decoded items (each is answered: a worker that handles one as an item says so in its ANSWER).
+#: Relayed packets are all counted, whatever their type (see Control.ANSWER).
+COUNTED = frozenset({GameReqEcho.TYPE, GameReqLogin.TYPE, LoginReqLogin.TYPE, ChatReqLogin.TYPE})
 
 
 class Control(IntEnum):
@@ -142,6 +157,14 @@ class Control(IntEnum):
     #: answer to a login-port request. The gateway makes the client's RES_LOGIN of it with its own
     #: public game address (only the gateway knows where its clients reach it), then closes.
     LOGIN_RESULT = -8
+    #: ``[0, DELIVER, packet, sids]`` worker -> gateway: write the encoded `packet` to every
+    #: session listed in `sids` (little-endian int64 session ids of that gateway). A chat
+    #: message is encoded once and written to all its receivers on a gateway this way.
+    DELIVER = -9
+    #: ``[0, CAST, sector_x, sector_y, packet]`` chat worker -> every other chat worker: a chat
+    #: message (an encoded RES_MESSAGE) said in that sector; each receiver DELIVERs it to its own
+    #: sessions in the 3 x 3 sectors around it.
+    CAST = -10
 
 
 class LinkType(IntEnum):
@@ -183,6 +206,8 @@ ITEM_FIELDS: dict[int, tuple[type, ...] | None] = {
     Control.PACKETS: (bytes,),
     Control.ANSWER: (bytes, int, int),
     Control.LOGIN_RESULT: (int, int, str, str),
+    Control.DELIVER: (bytes, bytes),
+    Control.CAST: (int, int, bytes),
     LinkType.REQ_NEW_CLIENT_LOGIN: (int, bytes, int),
     LinkType.RES_NEW_CLIENT_LOGIN: (int, int),
 }

@@ -13,6 +13,7 @@ import dataclasses
 import ipaddress
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class GatewaySection:
     public_host: str = ""  # address given to clients in RES_LOGIN; "" means `host`
     login_port: int = _port(8091)
     game_port: int = _port(12211)
+    chat_port: int = _port(50000)  # the chat port (the original ChatServer's), when chat.enabled
     max_sessions: int = _ranged(15000, 1, 1_000_000)
     heartbeat_timeout: float = _ranged(40.0, 0)  # seconds of client silence; 0 = off
     reply_timeout: float = _ranged(10.0, 0.1)  # a forwarded login must be answered by then
@@ -89,6 +91,7 @@ class WorkersSection:
 
     auth: int = _ranged(2, 0, 256)
     game: int = _ranged(2, 0, 256)
+    chat: int = _ranged(1, 0, 256)  # started only when chat.enabled
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,18 @@ class GameSection:
 
     verify_key: bool = True
     version: int = _ranged(1, -(2**31), 2**31 - 1)
+    pending_key_ttl: float = _ranged(60.0, 0.1)  # systemlink: a pushed key's lifetime
+    frame_interval: float = _ranged(0.02, 0.001, 1.0)  # longest pause between two loop frames
+    max_inbox: int = _ranged(100_000, 100, 100_000_000)  # items queued before reading pauses
+    app: str = "workers.apps.echo"  # the module of the app the game workers run (its game logic)
+
+
+@dataclass(frozen=True)
+class ChatSection:
+    """``[chat]``: the chat port and the chat workers (the original set's ChatServer)."""
+
+    enabled: bool = True  # gateways open the chat port; logins need a chat worker (NOSERVER)
+    app: str = "workers.apps.chat"  # the module of the app the chat workers run
     pending_key_ttl: float = _ranged(60.0, 0.1)  # systemlink: a pushed key's lifetime
     frame_interval: float = _ranged(0.02, 0.001, 1.0)  # longest pause between two loop frames
     max_inbox: int = _ranged(100_000, 100, 100_000_000)  # items queued before reading pauses
@@ -160,6 +175,7 @@ class Config:
     workers: WorkersSection = field(default_factory=WorkersSection)
     auth: AuthSection = field(default_factory=AuthSection)
     game: GameSection = field(default_factory=GameSection)
+    chat: ChatSection = field(default_factory=ChatSection)
     monitor: MonitorSection = field(default_factory=MonitorSection)
     security: SecuritySection = field(default_factory=SecuritySection)
     protocol: ProtocolSection = field(default_factory=ProtocolSection)
@@ -287,6 +303,12 @@ def _resolve(config: Config) -> Config:
         )
     if gateway.login_port == gateway.game_port:
         raise ConfigError(f"gateway.game_port: {gateway.game_port} is also the login_port")
+    if config.chat.enabled and gateway.chat_port in (gateway.login_port, gateway.game_port):
+        other = "login_port" if gateway.chat_port == gateway.login_port else "game_port"
+        raise ConfigError(f"gateway.chat_port: {gateway.chat_port} is also the {other}")
+    for key, module in (("game.app", config.game.app), ("chat.app", config.chat.app)):
+        if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", module):
+            raise ConfigError(f"{key}: {module!r} is not a module name (like workers.apps.echo)")
     for key, url in (
         ("broker.bind", broker.bind), ("broker.endpoint", broker.endpoint),
         ("gateway.data_bind", gateway.data_bind),

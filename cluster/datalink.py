@@ -99,7 +99,7 @@ class PortBook:
     def _lose(self, worker: bytes, reason: str) -> None:
         if self.workers.pop(worker, None) is not None:
             self.counters[reason] += 1
-            log.warning("game worker %s lost on the data port (%s)",
+            log.warning("worker %s lost on the data port (%s)",
                         worker.decode(errors="replace"), reason)  # fmt: skip
             self.on_lost(worker, reason)
 

@@ -194,7 +194,7 @@ class StreamGatewayDataPort(PortBook):
             old.transport.abort()
         self._conns[worker] = conn
         self.workers[worker] = time.monotonic()
-        log.info("game worker %s joined the data port", worker.decode(errors="replace"))
+        log.info("worker %s joined the data port", worker.decode(errors="replace"))
 
     def left(self, worker: bytes, conn: _WorkerConnection) -> None:
         if self._conns.get(worker) is conn and not self._closing:

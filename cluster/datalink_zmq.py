@@ -91,7 +91,7 @@ class ZmqGatewayDataPort(PortBook):
             self.on_items(worker, frames[2:])
         elif command == bus.HEARTBEAT or command == bus.HELLO:
             if worker not in self.workers:
-                log.info("game worker %s joined the data port", worker.decode(errors="replace"))
+                log.info("worker %s joined the data port", worker.decode(errors="replace"))
             self.workers[worker] = time.monotonic()
         else:
             self.counters["bad_bus_message"] += 1

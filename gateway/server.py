@@ -24,7 +24,7 @@ from cluster.link import bus_link
 from cluster.role import Role, StartupError
 from cluster.security import SecurityError
 from cluster.stats import ProcessSampler, Reporter
-from gateway.sessions import Sessions, game_rules, login_rules
+from gateway.sessions import Sessions, chat_rules, game_rules, login_rules
 from gateway.whiteip import WhiteList
 
 log = logging.getLogger("gateway")
@@ -69,7 +69,8 @@ def format_drops(drops: dict[str, int]) -> str:
 
 
 class GatewayRole(Role):
-    """The gateway: its data port, its session table, its two listening ports (see
+    """The gateway: its data port, its session table, its listening ports (login, game, and chat
+    when ``[chat] enabled``; see
     :mod:`cluster.role` for the order its hooks run in)."""
 
     name = "gateway"
@@ -106,11 +107,14 @@ class GatewayRole(Role):
             ) from None
         except SecurityError as exc:
             raise StartupError(str(exc)) from None
+        chat = config.chat.enabled
         info = {
             "game": f"{gw.public_host}:{gw.game_port}",
             "login": f"{gw.host}:{gw.login_port}",
             "data": self.data.endpoint,
         }
+        if chat:
+            info["chat"] = f"{gw.public_host}:{gw.chat_port}"
         self.link = bus_link(
             config, "gateway", lambda frames: dispatch[0](frames), info=info,
             counters=self.counters,
@@ -121,6 +125,7 @@ class GatewayRole(Role):
             max_outbound=gw.max_outbound, login_rate=gw.login_rate, data=self.data,
             max_inflight=gw.max_inflight, max_per_address=gw.max_per_address,
             stall_timeout=gw.stall_timeout, counters=self.counters,
+            chat_address=(gw.public_host, gw.chat_port) if chat else None,
         )  # fmt: skip
         dispatch.append(Dispatcher(
             self.counters, items=sessions.replies, unroutable=sessions.unroutable,
@@ -128,10 +133,13 @@ class GatewayRole(Role):
             encodes_replies=True,
         ))  # fmt: skip
         loop = asyncio.get_running_loop()
-        for key, port, rules in (
+        ports = [
             ("game_port", gw.game_port, game_rules(gw.heartbeat_timeout)),
             ("login_port", gw.login_port, login_rules()),
-        ):
+        ]
+        if chat:
+            ports.append(("chat_port", gw.chat_port, chat_rules(gw.heartbeat_timeout)))
+        for key, port, rules in ports:
             try:
                 server = await loop.create_server(
                     sessions.factory(rules), gw.host, port, backlog=4096
@@ -148,7 +156,12 @@ class GatewayRole(Role):
 
     def ready_fields(self) -> dict[str, object]:
         gw = self.config.gateway
-        return {"login": f"{gw.host}:{gw.login_port}", "game": f"{gw.host}:{gw.game_port}"}
+        fields: dict[str, object] = {
+            "login": f"{gw.host}:{gw.login_port}", "game": f"{gw.host}:{gw.game_port}",
+        }  # fmt: skip
+        if self.config.chat.enabled:
+            fields["chat"] = f"{gw.host}:{gw.chat_port}"
+        return fields
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Sweep timeouts every second and log a summary when the drops changed."""

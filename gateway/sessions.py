@@ -48,6 +48,7 @@ import asyncio
 import logging
 import socket
 import time
+from array import array
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,10 +60,12 @@ from cluster.codec import Codec, LocalProtocolError, RemoteProtocolError
 from cluster.datalink import GatewayDataPort, Sent
 from cluster.link import BusLink
 from cluster.messages import (
+    CHAT_CLIENT_MESSAGES,
     GAME_CLIENT_MESSAGES,
     LOGIN_CLIENT_MESSAGES,
+    ChatReqLogin,
+    ChatResLogin,
     GameLoginStatus,
-    GameReqEcho,
     GameReqLogin,
     GameResLogin,
     LoginReqLogin,
@@ -76,10 +79,11 @@ log = logging.getLogger("gateway.sessions")
 
 CLOSE, ACCEPTED = bus.Control.CLOSE, bus.Control.ACCEPTED
 PACKETS, ANSWER = bus.Control.PACKETS, bus.Control.ANSWER
-LOGIN_RESULT = bus.Control.LOGIN_RESULT
+LOGIN_RESULT, DELIVER = bus.Control.LOGIN_RESULT, bus.Control.DELIVER
 RES_LOGIN, GAME_RES_LOGIN = LoginResLogin.TYPE, GameResLogin.TYPE
+CHAT_RES_LOGIN = ChatResLogin.TYPE
 #: Client requests that a worker answers (what ``max_inflight`` counts).
-ANSWERED = frozenset({GameReqEcho.TYPE, GameReqLogin.TYPE, LoginReqLogin.TYPE})
+ANSWERED = bus.COUNTED
 #: Messages decoded for one client per turn (loop iteration): a pipelining client waits for the
 #: next iteration for more, so one with hundreds in flight cannot delay everyone's iteration.
 TURN_BUDGET = 32
@@ -103,21 +107,35 @@ class Hold:
 
 @dataclass(frozen=True)
 class PortRules:
-    """What distinguishes the login port from the game port."""
+    """What distinguishes the login, game and chat ports."""
 
-    name: str  # "game" | "login"
+    name: str  # "game" | "login" | "chat"
     service: bytes  # the worker pool that serves it
-    accept: frozenset[int]  # client message types admitted
+    accept: frozenset[int]  # client message types admitted (decoded here until relayed)
     opening: int  # the type the first message must have
     single_request: bool  # the login port takes one request per connection
     idle_timeout: float  # seconds of client silence before the connection is dropped; 0 = off
     idle_reason: str  # the drop reason counted for it
+    #: The reply that admits a session (type, first field): it is relayed from then on.
+    admitted: tuple[int, int] | None = None
+    #: The failure reply to a login this gateway answers itself (game and chat ports).
+    refusal: Callable[[int], Any] | None = None
 
 
 def game_rules(heartbeat_timeout: float) -> PortRules:
     return PortRules(
         "game", b"game", GAME_CLIENT_MESSAGES, GameReqLogin.TYPE, False,
-        heartbeat_timeout, "heartbeat_timeout",
+        heartbeat_timeout, "heartbeat_timeout", (GAME_RES_LOGIN, GameLoginStatus.OK),
+        lambda account_no: GameResLogin(GameLoginStatus.FAIL, account_no),
+    )  # fmt: skip
+
+
+def chat_rules(heartbeat_timeout: float) -> PortRules:
+    """The chat port: as the game port, with the chat protocol (status 1 is OK, 0 a failure)."""
+    return PortRules(
+        "chat", b"chat", CHAT_CLIENT_MESSAGES, ChatReqLogin.TYPE, False,
+        heartbeat_timeout, "heartbeat_timeout", (CHAT_RES_LOGIN, 1),
+        lambda account_no: ChatResLogin(0, account_no),
     )  # fmt: skip
 
 
@@ -292,12 +310,15 @@ class Sessions:
         max_per_address: int = 0,
         stall_timeout: float = 10.0,
         counters: Counter[str] | None = None,
+        chat_address: tuple[str, int] | None = None,
     ) -> None:
         self.codec = codec
         self.link = link
         self.data = data
         self.max_sessions = max_sessions
         self.game_address = game_address  # this gateway's public game address
+        #: this gateway's public chat address (RES_LOGIN's chat fields); the game's by default
+        self.chat_address = chat_address or game_address
         self.admit = admit
         self.max_outbound = max_outbound
         self.login_rate = login_rate
@@ -459,15 +480,15 @@ class Sessions:
 
     def login_reply(self, account_no: int, status: int) -> LoginResLogin:
         """A RES_LOGIN this gateway answers itself (no auth worker could)."""
-        host, port = self.game_address
-        return LoginResLogin(account_no, status, "", "", host, port, host, port)
+        (host, port), (chat_host, chat_port) = self.game_address, self.chat_address
+        return LoginResLogin(account_no, status, "", "", host, port, chat_host, chat_port)
 
     def _refuse(self, conn: ClientConnection, reason: str) -> None:
         """Answer a login with a failure status of its port, then close (counted)."""
-        if conn.rules.single_request:
+        if conn.rules.refusal is None:
             reply: Any = self.login_reply(conn.account_no, LoginStatus.NOSERVER)
         else:
-            reply = GameResLogin(GameLoginStatus.FAIL, conn.account_no)
+            reply = conn.rules.refusal(conn.account_no)
         self._count(conn, reason)
         self.closed(conn, reason, tell_worker=False)
         conn.refuse(self.codec.encode(reply))
@@ -544,12 +565,15 @@ class Sessions:
             paused += bool(conn.held)
         rates = self._rates.update({
             "accept_tps_login": self.accepted["login"], "accept_tps_game": self.accepted["game"],
+            "accept_tps_chat": self.accepted["chat"],
             "recv_tps": self.received, "send_tps": self.sent,
         })  # fmt: skip
         return {
             "sessions": len(self.table),
             "sessions_login": per_port["login"],
             "sessions_game": per_port["game"],
+            "sessions_chat": per_port["chat"],
+            "accept_total_chat": self.accepted["chat"],
             "sessions_paused": paused,
             "inflight": inflight,
             "accept_total_login": self.accepted["login"],
@@ -636,7 +660,8 @@ class Sessions:
                 self._refuse(conn, "broker_lost")
 
     def unroutable(self, dest: bytes, items: list[Item]) -> None:
-        reason = {b"game": "no_game_worker", b"auth": "no_auth_worker"}.get(dest, "worker_gone")
+        reason = {b"game": "no_game_worker", b"auth": "no_auth_worker",
+                  b"chat": "no_chat_worker"}.get(dest, "worker_gone")  # fmt: skip
         self._undeliverable([[sid, mtype] for sid, mtype, _ in items], reason)
 
     def worker_gone(self, worker: bytes, reason: str = "worker_gone",
@@ -679,6 +704,9 @@ class Sessions:
         low = self.max_inflight // 2
         for item in items:
             sid, mtype, fields = item
+            if mtype == DELIVER:
+                self._deliver(worker, fields[0], fields[1], touched)
+                continue
             conn = self.table.get(sid)
             if conn is None:
                 if mtype != CLOSE:  # the client left while the worker answered
@@ -705,9 +733,9 @@ class Sessions:
                 to_close.append((conn, fields[0]))
                 continue
             if mtype == LOGIN_RESULT:
-                # Clients go on to the game port of the gateway they logged in through.
-                host, port = self.game_address
-                mtype, fields = RES_LOGIN, [*fields, host, port, host, port]
+                # Clients go on to the game and chat ports of the gateway they logged in through.
+                (host, port), (chat_host, chat_port) = self.game_address, self.chat_address
+                mtype, fields = RES_LOGIN, [*fields, host, port, chat_host, chat_port]
             try:
                 data = encode(mtype, fields)  # also the check of the item's fields
             except LocalProtocolError as exc:
@@ -718,7 +746,8 @@ class Sessions:
                     log.error("worker %s sent an unencodable reply (counted in bad_reply): %s",
                               worker, exc)  # fmt: skip
                 continue
-            if mtype == GAME_RES_LOGIN and fields[0] == GameLoginStatus.OK:
+            admitted = conn.rules.admitted
+            if admitted is not None and mtype == admitted[0] and fields[0] == admitted[1]:
                 conn.in_game = True
             if conn.answered(1, low):
                 relieved[conn] = None
@@ -739,6 +768,29 @@ class Sessions:
         for conn in relieved:
             if not conn.closed:
                 self.pump(conn)
+
+    def _deliver(self, worker: bytes, packet: bytes, packed: bytes,
+                 touched: list[ClientConnection]) -> None:  # fmt: skip
+        """A DELIVER item: `packet` for every session of `worker` listed in `packed`. Sessions
+        that left meanwhile are skipped (their worker hears of it by their CLOSE)."""
+        if len(packed) % 8:
+            self.counters["bad_bus_item"] += 1
+            return
+        sids = array("q")
+        sids.frombytes(packed)
+        table = self.table
+        delivered = 0
+        for sid in sids:
+            conn = table.get(sid)
+            if conn is None:
+                continue
+            if conn.worker != worker:
+                self.counters["foreign_item"] += 1  # not the worker holding this session
+                continue
+            if conn.queue(packet):
+                touched.append(conn)
+            delivered += 1
+        self.sent += delivered
 
     def _bind(self, conn: ClientConnection, worker: bytes) -> None:
         conn.worker = worker

@@ -120,12 +120,20 @@ class ClusterUnderTest:
 
     def __init__(self, tmp_path: Path, **sections: dict[str, Any]) -> None:
         self.dir = tmp_path
-        broker_port, self.game_port, self.login_port, self.metrics_port = free_ports(4)
+        ports = free_ports(5)
+        broker_port, self.game_port, self.login_port, self.metrics_port, self.chat_port = ports
         self.sections: dict[str, dict[str, Any]] = {
             "cluster": {"data_dir": str(tmp_path / "data"), "log_level": "debug"},
             "broker": {"bind": f"tcp://127.0.0.1:{broker_port}", "heartbeat_interval": 0.5},
-            "gateway": {"game_port": self.game_port, "login_port": self.login_port},
+            "gateway": {
+                "game_port": self.game_port,
+                "login_port": self.login_port,
+                "chat_port": self.chat_port,
+            },
             "game": {"verify_key": False},
+            # Chat only where a test asks for it (chat={"enabled": True}): logins need a chat
+            # worker while it is on.
+            "chat": {"enabled": False},
             "monitor": {"metrics_port": self.metrics_port},
         }
         self.config = tmp_path / "cluster.toml"

@@ -87,10 +87,10 @@ def test_up_only_starts_the_named_roles(make_cluster):
 
 
 def test_up_only_with_an_unknown_role_exits_2():
-    result = _cluster("up", "--only", "broker,chat")
+    result = _cluster("up", "--only", "broker,lobby")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
-    assert "chat" in result.stderr
+    assert "lobby" in result.stderr
 
 
 def test_env_variable_overrides_the_file(make_cluster, free_port_env):
@@ -114,7 +114,7 @@ BAD_CONFIGS = [  # TOML text: a config writer refuses unknown keys, the loader m
     ('[cluster]\nlink_mode = "sometimes"\n', "cluster.link_mode"),
     ("[broker]\nheartbeat_liveness = 0\n", "broker.heartbeat_liveness"),
     ("[game]\nverify_kee = true\n", "game.verify_kee"),
-    ("[chat]\nport = 1\n", "[chat]"),
+    ("[lobby]\nport = 1\n", "[lobby]"),
 ]
 
 

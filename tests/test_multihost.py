@@ -111,7 +111,7 @@ def test_roles_on_separate_hosts_survive_losing_the_game_host(hosts, tmp_path, m
         "cluster": {"link_mode": mode, "data_dir": str(tmp_path / "data"), "log_level": "debug"},
         "broker": {"bind": f"tcp://{a}:5555", "heartbeat_interval": 0.5},
         "gateway": {"host": a, "public_host": a},
-        "workers": {"game": 2, "auth": 1},
+        "workers": {"game": 2, "auth": 1, "chat": 1},
         "monitor": {"metrics_host": a, "summary_interval": 3600.0},
     })  # fmt: skip
     accounts = tmp_path / "accounts.tsv"
@@ -131,7 +131,8 @@ def test_roles_on_separate_hosts_survive_losing_the_game_host(hosts, tmp_path, m
 
     try:
         start("A", "up", "--config", str(config), "--only", "broker,monitor,auth,gateway")
-        host_b = start("B", "up", "--config", str(config), "--only", "game")
+        # Host B runs game and chat workers: logins need both (systemlink: both ACK the key).
+        host_b = start("B", "up", "--config", str(config), "--only", "game,chat")
         report_path = tmp_path / "report.json"
         dummy = start("D", "dummy", "run", "--config", str(config), "--accounts", str(accounts),
                       "--clients", str(CLIENTS), "--duration", "16", "--report",
@@ -142,8 +143,8 @@ def test_roles_on_separate_hosts_survive_losing_the_game_host(hosts, tmp_path, m
             return sum(g.get("session_game", 0) for g in games) == CLIENTS
 
         wait_until(in_game_on_b, "every client in game on host B", timeout=30, interval=0.2)
-        host_b.kill()  # host B is gone: its `cluster up` and, with it, both game workers
-        start("C", "up", "--config", str(config), "--only", "game")
+        host_b.kill()  # host B is gone: its `cluster up` and, with it, every worker it ran
+        start("C", "up", "--config", str(config), "--only", "game,chat")
         assert dummy.proc.wait(90) == 0, dummy.log()
     finally:
         for process in reversed(started):
@@ -173,6 +174,7 @@ def test_a_partitioned_game_host_loses_exactly_its_sessions_and_comes_back_clean
         "broker": {"bind": f"tcp://{a}:5555", "heartbeat_interval": 0.5},
         "gateway": {"host": a, "public_host": a},
         "workers": {"game": 1, "auth": 1},
+        "chat": {"enabled": False},  # about the game host only
         "monitor": {"metrics_host": a, "summary_interval": 3600.0},
     })  # fmt: skip
     accounts = tmp_path / "accounts.tsv"

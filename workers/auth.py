@@ -2,18 +2,21 @@
 
 For each request from a gateway's login port:
 
-1. no game worker is live (per the broker's ROSTER) -> NOSERVER;
+1. no game worker is live (per the broker's ROSTER), or no chat worker while ``[chat] enabled``
+   (the original refused logins while no chat server was registered) -> NOSERVER;
 2. a read of ``accountdb.v_account`` (batched with other logins, :mod:`workers.account_reader`)
    decides ACCOUNT_MISS, SESSION_MISS, STATUS_MISS, FAIL (key
    differs) or GAME (status row != 0); an unreachable DB answers NOSERVER (try again later);
 3. systemlink: SS_REQ_NEW_CLIENT_LOGIN {AccountNo, SessionKey, Parameter} is placed on the game
-   worker the broker picks for the account, and the client hears OK only when
-   SS_RES_NEW_CLIENT_LOGIN with that Parameter comes back; an ACK for another Parameter (an earlier
-   attempt) is ignored; no ACK within ``[auth] link_timeout`` answers NOSERVER and cancels the
-   pushed key; non-systemlink: OK at once (the game worker reads the key from the DB itself);
+   worker the broker picks for the account and, while ``[chat] enabled``, on the chat worker it
+   picks for the account, and the client hears OK only when SS_RES_NEW_CLIENT_LOGIN with that
+   Parameter has come back from both (the original: "login is complete when both chat and game
+   have answered"); an ACK for another Parameter (an earlier attempt) is ignored; no ACK from
+   either within ``[auth] link_timeout`` answers NOSERVER and cancels every pushed key;
+   non-systemlink: OK at once (the game and chat workers read the key from the DB themselves);
 4. the answer goes to the gateway as a LOGIN_RESULT item (status, ID and Nickname from the DB);
-   the gateway makes the client's RES_LOGIN of it with its own ``public_host:game_port`` as the
-   game (and chat) server address (only it knows where its clients reach it), then closes the
+   the gateway makes the client's RES_LOGIN of it with its own ``public_host`` and game and chat
+   ports as the server addresses (only it knows where its clients reach it), then closes the
    connection.
 
 Logins run concurrently (at most ``[auth] max_inflight``); replies of one loop iteration go out as
@@ -103,6 +106,7 @@ class AuthWorker:
 
     def __init__(self, config: Config, db: Database) -> None:
         self.systemlink = config.cluster.link_mode == "systemlink"
+        self.chat = config.chat.enabled
         self.link_timeout = config.auth.link_timeout
         self.db = db
         self.reader = AccountReader(db, config.db.pool_size)
@@ -110,6 +114,7 @@ class AuthWorker:
         self.outbox: Outbox | None = None
         self.status_rows: StatusRows | None = None
         self.game_workers: list[str] = []
+        self.chat_workers: list[str] = []
         self.roster_known = asyncio.Event()
         self.counters: Counter[str] = Counter()
         self._rates = Rates()
@@ -136,6 +141,7 @@ class AuthWorker:
 
     def roster(self, roster: Roster) -> None:
         self.game_workers = list(roster.of("game"))
+        self.chat_workers = list(roster.of("chat"))
         self.roster_known.set()
 
     def unroutable(self, dest: bytes, items: list[Item]) -> None:
@@ -198,7 +204,8 @@ class AuthWorker:
     async def _decide(
         self, account_no: int, session_key: bytes
     ) -> tuple[LoginStatus, AccountRow | None]:
-        if not self.game_workers:
+        if not self.game_workers or (self.chat and not self.chat_workers):
+            self.counters["no_worker"] += 1
             return LoginStatus.NOSERVER, None
         try:
             row = await self.reader.get(account_no)
@@ -218,9 +225,11 @@ class AuthWorker:
             status = LoginStatus.NOSERVER
         return status, row
 
-    async def _ask(self, account_no: int, item: Callable[[int], list[Any]]) -> bool | None:
-        """Place ``item(parameter)`` on the game worker of the account and wait for the answer
-        carrying that Parameter: its value, False when no game worker exists, None when
+    async def _ask(
+        self, account_no: int, item: Callable[[int], list[Any]], service: bytes = b"game"
+    ) -> bool | None:
+        """Place ``item(parameter)`` on the `service` worker of the account and wait for the
+        answer carrying that Parameter: its value, False when no such worker exists, None when
         nothing answered within ``link_timeout`` (or it could not be sent)."""
         assert self.link is not None
         parameter = next(self._parameters)
@@ -228,7 +237,7 @@ class AuthWorker:
         self._awaiting[parameter] = (account_no, answer)
         keys = bus.pack_keys([account_no])
         try:
-            if not self.link.send([bus.PLACE, b"game", keys, bus.pack_body([item(parameter)])]):
+            if not self.link.send([bus.PLACE, service, keys, bus.pack_body([item(parameter)])]):
                 return None
             try:
                 async with asyncio.timeout(self.link_timeout):
@@ -239,23 +248,34 @@ class AuthWorker:
             del self._awaiting[parameter]
 
     async def _push_key(self, account_no: int, session_key: bytes) -> bool:
-        """Systemlink: place the key on the account's game worker and wait for its ACK. With no
-        ACK in time the push is cancelled, so no key is left behind."""
-        parameters: list[int] = []
+        """Systemlink: place the key on the account's game worker (and chat worker, while chat
+        is enabled) and wait for every ACK. Unless all ACK in time, every push is cancelled, so
+        no key is left behind."""
+        pushed: list[tuple[bytes, int]] = []
 
-        def push(parameter: int) -> list[Any]:
-            parameters.append(parameter)
-            log.debug("pushed the key of account %d (Parameter %d)", account_no, parameter)
-            return [parameter, PUSH, account_no, session_key, parameter]
+        def push_to(service: bytes) -> Callable[[int], list[Any]]:
+            def push(parameter: int) -> list[Any]:
+                pushed.append((service, parameter))
+                log.debug("pushed the key of account %d to %s (Parameter %d)",
+                          account_no, service.decode(), parameter)  # fmt: skip
+                return [parameter, PUSH, account_no, session_key, parameter]
 
-        acked = await self._ask(account_no, push)
-        if acked is None and parameters:
+            return push
+
+        services = [b"game", b"chat"] if self.chat else [b"game"]
+        answers = await asyncio.gather(
+            *(self._ask(account_no, push_to(service), service) for service in services)
+        )
+        if all(answers):
+            return True
+        if any(answer is None for answer in answers):
             self.counters["ack_timeout"] += 1
             log.warning("no ACK for account %d within %.1fs", account_no, self.link_timeout)
-            assert self.link is not None
-            cancel = bus.pack_body([[parameters[0], CANCEL_KEY, account_no, parameters[0]]])
-            self.link.send([bus.PLACE, b"game", bus.pack_keys([account_no]), cancel])
-        return bool(acked)
+        assert self.link is not None
+        for service, parameter in pushed:
+            cancel = bus.pack_body([[parameter, CANCEL_KEY, account_no, parameter]])
+            self.link.send([bus.PLACE, service, bus.pack_keys([account_no]), cancel])
+        return False
 
     async def _really_in_game(self, account_no: int) -> bool:
         """Does a game worker hold a session of the account? (No answer: assume it does.)"""
@@ -282,6 +302,7 @@ class AuthWorker:
             "login_latency_avg_ms": avg,
             "login_latency_max_ms": high,
             "game_workers": len(self.game_workers),
+            "chat_workers": len(self.chat_workers),
             **rates,
         }
 

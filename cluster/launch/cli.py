@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--only",
         metavar="ROLE[,ROLE...]",
-        help="start only these roles (broker, monitor, auth, game, gateway)",
+        help="start only these roles (broker, monitor, game, chat, auth, gateway)",
     )
 
     up.add_argument(

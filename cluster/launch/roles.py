@@ -30,6 +30,7 @@ ROLES: dict[str, RoleEntry] = {
     ),
     "auth": RoleEntry("workers.auth:serve", "run one auth (login) worker"),
     "game": RoleEntry("workers.game:serve", "run one game (echo) worker"),
+    "chat": RoleEntry("workers.chat:serve", "run one chat worker (sector chat)"),
     "monitor": RoleEntry(
         "cluster.monitor:serve",
         "run the monitor (counters of every process, status DB rows, /metrics)",
@@ -37,7 +38,7 @@ ROLES: dict[str, RoleEntry] = {
 }
 
 #: The order ``cluster up`` starts roles in (each one's peers are there when it registers).
-START_ORDER = ("broker", "monitor", "game", "auth", "gateway")
+START_ORDER = ("broker", "monitor", "game", "chat", "auth", "gateway")
 
 
 def entry_point(role: str) -> Callable[[Config], int]:

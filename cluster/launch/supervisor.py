@@ -42,6 +42,8 @@ RESTART_RESET = 60.0
 #: Home the cursor and clear the terminal.
 CLEAR = "\x1b[H\x1b[2J"
 STOP_GRACE = 10.0
+#: Roles started ``workers.<role>`` times.
+WORKER_ROLES = ("game", "chat", "auth")
 
 
 @dataclass
@@ -58,7 +60,7 @@ class Child:
 
     @property
     def name(self) -> str:
-        return f"{self.role}#{self.index}" if self.role in ("game", "auth") else self.role
+        return f"{self.role}#{self.index}" if self.role in WORKER_ROLES else self.role
 
 
 def parse_roles(text: str | None) -> list[str]:
@@ -141,6 +143,7 @@ async def up(config: Config, config_path: str | None, roles: list[str], init_db:
         "monitor" in roles
         or ("auth" in roles and config.workers.auth)
         or ("game" in roles and config.workers.game and config.game.verify_key)
+        or ("chat" in roles and config.workers.chat and config.chat.enabled)
     )
     if init_db and uses_db:
         from cluster.db import DatabaseError
@@ -156,8 +159,10 @@ async def up(config: Config, config_path: str | None, roles: list[str], init_db:
             children.append(await _spawn("broker", 1, config_path))
             await _await_ready(children)
         for role in roles:
-            if role in ("game", "auth"):
-                count = config.workers.game if role == "game" else config.workers.auth
+            if role in WORKER_ROLES:
+                count = getattr(config.workers, role)
+                if role == "chat" and not config.chat.enabled:
+                    count = 0
                 for i in range(count):
                     children.append(await _spawn(role, i + 1, config_path))
             elif role in ("gateway", "monitor"):
@@ -172,6 +177,8 @@ async def up(config: Config, config_path: str | None, roles: list[str], init_db:
     if "gateway" in roles:
         fields["login"] = f"{config.gateway.public_host}:{config.gateway.login_port}"
         fields["game"] = f"{config.gateway.public_host}:{config.gateway.game_port}"
+        if config.chat.enabled:
+            fields["chat"] = f"{config.gateway.public_host}:{config.gateway.chat_port}"
     ready = runtime.announce_ready(**fields)
     console = asyncio.create_task(_console(config, ready))
 

@@ -1,0 +1,454 @@
+"""The chat port and the chat workers against real processes: the original ChatServer's rules,
+sector fan-out across gateways and chat workers, both link modes, a chat worker's death."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from cluster.codec import Codec
+from cluster.messages import (
+    CHAT_MESSAGE_MAX,
+    ChatReqHeartbeat,
+    ChatReqLogin,
+    ChatReqMessage,
+    ChatReqSectorMove,
+    ChatResLogin,
+    ChatResMessage,
+    ChatResSectorMove,
+    GameLoginStatus,
+    LoginStatus,
+)
+from cluster.testkit import free_ports, wait_until
+from dummy.client import ChatClient, GameClient, login_once
+from tests.backends import Backend
+from tests.harness import ClusterUnderTest, RoleProcess, run
+from tests.test_login import create_accounts
+
+CODEC = Codec()
+
+
+@dataclass
+class Gateway:
+    process: RoleProcess
+    chat_port: int
+    game_port: int
+    login_port: int
+
+
+def chat_cluster(
+    make_cluster: Any, chat_workers: int = 1, gateways: int = 1, **sections: Any
+) -> tuple[ClusterUnderTest, list[RoleProcess], list[Gateway]]:
+    """Broker, chat workers and gateways (chat enabled), each ready."""
+    sections.setdefault("chat", {})["enabled"] = True
+    cluster = make_cluster(**sections)
+    cluster.start("broker")
+    workers = [cluster.start("chat") for _ in range(chat_workers)]
+    return cluster, workers, [start_gateway(cluster, first=i == 0) for i in range(gateways)]
+
+
+def start_gateway(cluster: ClusterUnderTest, first: bool = False) -> Gateway:
+    """A gateway of `cluster` (the config's ports for the first, fresh ones for the others)."""
+    if first:
+        ports = (cluster.chat_port, cluster.game_port, cluster.login_port)
+        return Gateway(cluster.start("gateway"), *ports)
+    chat_port, game_port, login_port = free_ports(3)
+    env = {"CLUSTER_GATEWAY_CHAT_PORT": str(chat_port), "CLUSTER_GATEWAY_GAME_PORT":
+           str(game_port), "CLUSTER_GATEWAY_LOGIN_PORT": str(login_port)}  # fmt: skip
+    return Gateway(cluster.start("gateway", env=env), chat_port, game_port, login_port)
+
+
+def stopped_drops(gateway: RoleProcess) -> dict[str, int]:
+    """The drop counts of a gateway's "stopped:" line (stops it)."""
+    gateway.stop()
+    text = gateway.wait_log(r"stopped: .*drops: (.*)").group(1)
+    if text == "none":
+        return {}
+    return {k: int(v) for k, v in (pair.split("=") for pair in text.split())}
+
+
+def worker_counter(worker: RoleProcess, name: str) -> int:
+    """A counter of a chat worker's "stopped; counters" line (stops it)."""
+    worker.stop()
+    line = worker.wait_log(r"chat stopped; counters: (.*)").group(1)
+    found = re.search(rf"'{name}': (\d+)", line)
+    return int(found.group(1)) if found else 0
+
+
+async def chatter(port: int, account_no: int, sector: tuple[int, int] | None = None,
+                  name: str = "") -> ChatClient:  # fmt: skip
+    """A chat client logged in (no key check in these clusters) and, if given, in `sector`."""
+    client = await ChatClient.connect("127.0.0.1", port)
+    reply = await client.login(account_no, name or f"id{account_no}", f"nick{account_no}")
+    assert (reply.status, reply.account_no) == (1, account_no)
+    if sector is not None:
+        moved = await client.move(*sector)
+        assert moved == ChatResSectorMove(account_no, *sector)
+    return client
+
+
+def near(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return abs(a[0] - b[0]) <= 1 and abs(a[1] - b[1]) <= 1
+
+
+def raw(mtype: int, body: bytes) -> bytes:
+    """One framed packet with any payload (for what a cheater or a broken client sends)."""
+    return CODEC.frame(struct.pack("<H", mtype) + body)
+
+
+# -- the chat port's rules ------------------------------------------------------------------------
+
+
+def test_login_reply_is_the_original_layout_and_names_stop_at_the_first_nul(make_cluster):
+    _, _, (gw,) = chat_cluster(make_cluster)
+
+    async def scenario():
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.chat_port)
+        # The original client's WCHAR[20] fields: the name, a NUL, then whatever was in memory.
+        user_id = "abc".encode("utf-16-le") + b"\0\0" + "garbage".encode("utf-16-le")
+        nickname = "Nick".encode("utf-16-le") + b"\0\0" + b"\xff" * 8
+        body = struct.pack("<q40s40s64s", 7, user_id, nickname, b"k" * 64)
+        writer.write(raw(ChatReqLogin.TYPE, body))
+        reply = await asyncio.wait_for(reader.readexactly(5 + 11), 10)
+        listener = await chatter(gw.chat_port, 8, (3, 3))
+        writer.write(CODEC.encode(ChatReqSectorMove(7, 3, 4)))
+        moved = await asyncio.wait_for(reader.readexactly(5 + 14), 10)
+        writer.write(CODEC.encode(ChatReqMessage(7, "hi".encode("utf-16-le"))))
+        heard = await listener.messages(1)
+        writer.close()
+        return reply, moved, heard
+
+    reply, moved, heard = run(scenario())
+    # 5-byte header (code 0x77, length 11), then <HBq: type 2, status 1, AccountNo 7.
+    assert reply[0] == 0x77 and struct.unpack_from("<H", reply, 1)[0] == 11
+    assert CODEC.decoder({ChatResLogin.TYPE}).feed(reply) == [ChatResLogin(1, 7)]
+    assert CODEC.decoder({ChatResSectorMove.TYPE}).feed(moved) == [ChatResSectorMove(7, 3, 4)]
+    assert heard == [ChatResMessage(7, "abc", "Nick", "hi".encode("utf-16-le"))]
+
+
+VIOLATIONS = [
+    # (what the cheater sends after logging in and entering sector (5, 5), the drop reason)
+    ("x out of range", lambda a: CODEC.encode(ChatReqSectorMove(a, 100, 5)), "sector_out_of_range"),
+    ("y out of range", lambda a: CODEC.encode(ChatReqSectorMove(a, 5, 65535)),
+     "sector_out_of_range"),
+    ("move as another", lambda a: CODEC.encode(ChatReqSectorMove(a + 1, 5, 5)), "account_mismatch"),
+    ("say as another", lambda a: CODEC.encode(ChatReqMessage(a + 1, b"h\0")), "account_mismatch"),
+    ("unknown type", lambda a: raw(8, b""), "unknown_type"),
+    ("a game-port type", lambda a: raw(1003, struct.pack("<qq", a, 1)), "unknown_type"),
+    ("short read", lambda a: raw(ChatReqMessage.TYPE, struct.pack("<qH", a, 10) + b"abcd"),
+     "wrong_size"),
+    ("trailing bytes", lambda a: raw(ChatReqSectorMove.TYPE, struct.pack("<qHH", a, 1, 1) + b"x"),
+     "wrong_size"),
+    ("message too long", lambda a: raw(ChatReqMessage.TYPE, struct.pack(
+        "<qH", a, CHAT_MESSAGE_MAX + 2) + b"a" * (CHAT_MESSAGE_MAX + 2)), "tail_too_long"),
+    ("login again", lambda a: CODEC.encode(ChatReqLogin(a, "x", "y", b"k" * 64)), "login_in_game"),
+    ("heartbeat with a body", lambda a: raw(ChatReqHeartbeat.TYPE, b"\0"), "wrong_size"),
+]  # fmt: skip
+
+
+def test_every_violation_closes_only_that_client_counted_by_reason(make_cluster):
+    _, _, (gw,) = chat_cluster(make_cluster)
+
+    async def scenario():
+        honest = await chatter(gw.chat_port, 1, (5, 5))
+        closed = []
+        for i, (_, packet, _) in enumerate(VIOLATIONS):
+            account = 100 + 10 * i
+            cheater = await chatter(gw.chat_port, account, (5, 5))
+            cheater.send_raw(packet(account))
+            closed.append(await cheater.wait_closed(10))
+            # The honest neighbour keeps chatting, and hears itself exactly once.
+            sent = honest.say(f"still here {i}")
+            assert [m.message for m in await honest.messages(1)] == [sent]
+        # Before any login, only CS_CHAT_REQ_LOGIN is allowed.
+        early = await ChatClient.connect("127.0.0.1", gw.chat_port)
+        early.send(ChatReqMessage(9, b"h\0"))
+        closed.append(await early.wait_closed(10))
+        return closed
+
+    closed = run(scenario())
+    assert closed == [True] * (len(VIOLATIONS) + 1)
+    drops = stopped_drops(gw.process)
+    expected: dict[str, int] = {"not_logged_in": 1}
+    for _, _, reason in VIOLATIONS:
+        expected[reason] = expected.get(reason, 0) + 1
+    assert {k: v for k, v in drops.items() if k in expected} == expected
+
+
+def test_a_message_reaches_the_3x3_sectors_around_the_sender_and_nobody_else(make_cluster):
+    _, _, (gw,) = chat_cluster(make_cluster)
+    sectors = [(0, 0), (1, 1), (2, 2), (0, 1), (50, 50), (51, 49), (52, 50), (99, 99), (98, 98),
+               (99, 0), (50, 50)]  # fmt: skip
+
+    async def scenario():
+        clients = [await chatter(gw.chat_port, 1 + i, s) for i, s in enumerate(sectors)]
+        heard: dict[int, list[tuple[int, bytes]]] = {}
+        for sender in clients:
+            sender.say(f"from {sender.account_no}")
+            await sender.writer.drain()
+            await asyncio.sleep(0)  # (not a wait for readiness: just lets the writes go out)
+        for client in clients:
+            got = await client.quiet(1.5)
+            heard[client.account_no] = [(m.account_no, m.message) for m in got]
+        return heard
+
+    heard = run(scenario())
+    for i, sector in enumerate(sectors):
+        expected = sorted(
+            (1 + j, f"from {1 + j}".encode("utf-16-le"))
+            for j, other in enumerate(sectors) if near(sector, other)
+        )  # fmt: skip
+        assert sorted(heard[1 + i]) == expected, (sector, heard[1 + i])
+
+
+def test_a_message_before_the_first_move_reaches_nobody(make_cluster):
+    _, _, (gw,) = chat_cluster(make_cluster)
+
+    async def scenario():
+        listener = await chatter(gw.chat_port, 1, (0, 0))
+        newcomer = await chatter(gw.chat_port, 2)  # logged in, no sector yet
+        newcomer.say("anyone?")
+        unheard = await listener.quiet(1.0) + await newcomer.quiet(0.2)
+        await newcomer.move(0, 1)
+        sent = newcomer.say("now?")
+        return unheard, await listener.messages(1), await newcomer.messages(1), sent
+
+    unheard, heard, echoed, sent = run(scenario())
+    assert unheard == []
+    assert heard == echoed == [ChatResMessage(2, "id2", "nick2", sent)]
+
+
+def test_a_sector_move_takes_effect_for_the_next_message(make_cluster):
+    _, _, (gw,) = chat_cluster(make_cluster)
+
+    async def scenario():
+        left = await chatter(gw.chat_port, 1, (10, 10))
+        right = await chatter(gw.chat_port, 2, (20, 20))
+        mover = await chatter(gw.chat_port, 3, (10, 11))
+        # Pipelined: a message, a move, a message: the first is said at (10, 11), the second
+        # at (20, 21); the mover hears both of its own, the move's answer between them.
+        first = mover.say("here")
+        mover.send(ChatReqSectorMove(3, 20, 21))
+        second = mover.say("there")
+        await mover.writer.drain()
+        mover_got = [await mover.recv() for _ in range(3)]
+        return first, second, mover_got, await left.quiet(1.0), await right.quiet(0.5)
+
+    first, second, mover_got, left_got, right_got = run(scenario())
+    assert mover_got == [ChatResMessage(3, "id3", "nick3", first), ChatResSectorMove(3, 20, 21),
+                         ChatResMessage(3, "id3", "nick3", second)]  # fmt: skip
+    assert left_got == [ChatResMessage(3, "id3", "nick3", first)]
+    assert right_got == [ChatResMessage(3, "id3", "nick3", second)]
+
+
+def test_a_silent_chat_client_is_dropped_at_the_heartbeat_timeout(make_cluster):
+    _, _, (gw,) = chat_cluster(make_cluster, gateway={"heartbeat_timeout": 2.0})
+
+    async def scenario():
+        silent = await chatter(gw.chat_port, 1, (1, 1))
+        beating = await chatter(gw.chat_port, 2, (1, 1))
+
+        async def beat():
+            while True:
+                beating.heartbeat()
+                await asyncio.sleep(0.5)
+
+        task = asyncio.create_task(beat())
+        dropped = await silent.wait_closed(15)
+        sent = beating.say("alive")
+        heard = await beating.messages(1)
+        task.cancel()
+        return dropped, heard, sent
+
+    dropped, heard, sent = run(scenario())
+    assert dropped
+    assert heard == [ChatResMessage(2, "id2", "nick2", sent)]
+    assert stopped_drops(gw.process).get("heartbeat_timeout") == 1
+
+
+# -- many gateways, many chat workers -------------------------------------------------------------
+
+
+def test_fan_out_across_two_gateways_and_two_chat_workers_is_exactly_once_in_order(make_cluster):
+    _, workers, gateways = chat_cluster(make_cluster, chat_workers=2, gateways=2)
+    # 24 players in a 6 x 2 block of sectors (some alone, some crowded), on both gateways.
+    sectors = [(40 + (i % 6), 40 + (i // 6) % 2 * 2) for i in range(24)]
+    rounds = 20
+
+    async def scenario():
+        clients = [
+            await chatter(gateways[i % 2].chat_port, 1000 + i, sectors[i]) for i in range(24)
+        ]
+        for r in range(rounds):  # every player says `rounds` messages, pipelined
+            for client in clients:
+                client.say(f"{client.account_no}:{r}")
+        for client in clients:
+            await client.writer.drain()
+        heard = {}
+        for i, client in enumerate(clients):
+            expected = sum(near(sectors[i], s) for s in sectors) * rounds
+            got = await client.messages(expected, timeout=30)
+            heard[client.account_no] = got + await client.quiet(0.3)
+        return heard
+
+    heard = run(scenario())
+    for i, sector in enumerate(sectors):
+        by_sender: dict[int, list[int]] = {}
+        for message in heard[1000 + i]:
+            sender, seq = message.message.decode("utf-16-le").split(":")
+            assert int(sender) == message.account_no
+            assert message.nickname == f"nick{sender}"
+            by_sender.setdefault(int(sender), []).append(int(seq))
+        expected = {1000 + j for j, other in enumerate(sectors) if near(sector, other)}
+        assert set(by_sender) == expected
+        for seqs in by_sender.values():
+            assert seqs == list(range(rounds))  # exactly once each, in the sender's order
+    # Both chat workers held players, so the fan-out crossed between them.
+    held = [worker_counter(worker, "login_ok") for worker in workers]
+    assert all(held) and sum(held) == 24, held
+
+
+def test_a_chat_worker_killed_mid_run_costs_only_its_own_sessions(make_cluster):
+    _, workers, gateways = chat_cluster(make_cluster, chat_workers=2, gateways=2)
+
+    async def scenario():
+        clients = [await chatter(gateways[i % 2].chat_port, 1 + i, (7, 7)) for i in range(12)]
+        for client in clients:
+            client.say("before")
+        for client in clients:
+            assert len(await client.messages(12, timeout=20)) == 12
+        workers[0].kill()
+        # Its players are closed (the gateways see its data link drop); the others stay.
+        outcome = await asyncio.gather(*(c.wait_closed(3) for c in clients))
+        survivors = [c for c, gone in zip(clients, outcome, strict=True) if not gone]
+        victims = [c for c, gone in zip(clients, outcome, strict=True) if gone]
+        for client in survivors:
+            client.say("after")
+        for client in survivors:
+            got = await client.messages(len(survivors), timeout=20)
+            assert {m.account_no for m in got} == {c.account_no for c in survivors}
+        # A player of the dead worker logs in again: on the survivor.
+        back = await chatter(gateways[0].chat_port, victims[0].account_no, (7, 7))
+        sent = back.say("back")
+        for client in [back, *survivors]:
+            assert [m.message for m in await client.messages(1)] == [sent]
+        return len(victims), len(survivors)
+
+    victims, survivors = run(scenario())
+    assert victims > 0 and survivors > 0 and victims + survivors == 12
+    closed = sum(
+        sum(n for reason, n in stopped_drops(gw.process).items()
+            if reason in ("worker_gone", "data_link_lost"))
+        for gw in gateways
+    )  # fmt: skip
+    assert closed == victims
+
+
+def test_one_chat_session_per_account_whichever_gateway(make_cluster):
+    _, _, gateways = chat_cluster(make_cluster, chat_workers=2, gateways=2)
+
+    async def scenario():
+        first = await chatter(gateways[0].chat_port, 5, (1, 1))
+        second = await ChatClient.connect("127.0.0.1", gateways[1].chat_port)
+        refused = await second.login(5, "id5", "nick5")
+        closed = await second.wait_closed(10)
+        sent = first.say("still me")
+        return refused, closed, await first.messages(1), sent
+
+    refused, closed, heard, sent = run(scenario())
+    assert (refused.status, refused.account_no, closed) == (0, 5, True)
+    assert [m.message for m in heard] == [sent]
+
+
+# -- both link modes, with accounts in the DB -----------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["systemlink", "non-systemlink"])
+def test_login_port_names_the_chat_port_and_the_key_admits_to_chat_and_game(
+    make_cluster, backend: Backend, mode: str
+):
+    cluster = make_cluster(
+        cluster={"link_mode": mode}, game={"verify_key": True}, chat={"enabled": True},
+        db={**backend.db_section, "timeout": 2.0}, auth={"link_timeout": 2.0},
+    )  # fmt: skip
+    accounts = create_accounts(cluster, 4)
+    for role in ("broker", "game", "chat", "auth", "gateway"):
+        cluster.start(role)
+
+    async def scenario():
+        account = accounts[0]
+        reply = await login_once("127.0.0.1", cluster.login_port, account.no, account.key)
+        chat = await ChatClient.connect(reply.chat_server_ip, reply.chat_server_port)
+        chat_login = await chat.login(account.no, account.user_id, account.nick, account.key)
+        game = await GameClient.connect(reply.game_server_ip, reply.game_server_port)
+        game_login = await game.login(account.no, account.key)
+        await chat.move(0, 0)
+        sent = chat.say("hello")
+        heard = await chat.messages(1)
+        # A wrong key is refused on the chat port, and closed.
+        other = accounts[1]
+        await login_once("127.0.0.1", cluster.login_port, other.no, other.key)
+        stranger = await ChatClient.connect("127.0.0.1", cluster.chat_port)
+        refused = await stranger.login(other.no, "x", "y", b"w" * 64)
+        return reply, chat_login, game_login, heard, sent, refused, await stranger.wait_closed()
+
+    reply, chat_login, game_login, heard, sent, refused, closed = run(scenario())
+    assert reply.status == LoginStatus.OK
+    assert (reply.chat_server_ip, reply.chat_server_port) == ("127.0.0.1", cluster.chat_port)
+    assert (reply.game_server_ip, reply.game_server_port) == ("127.0.0.1", cluster.game_port)
+    assert chat_login == ChatResLogin(1, accounts[0].no)
+    assert game_login.status == GameLoginStatus.OK
+    assert [m.message for m in heard] == [sent]
+    assert (refused.status, closed) == (0, True)
+
+
+@pytest.mark.parametrize("mode", ["systemlink", "non-systemlink"])
+def test_no_chat_worker_answers_noserver_until_one_is_up(make_cluster, mode: str):
+    cluster = make_cluster(
+        cluster={"link_mode": mode}, chat={"enabled": True}, game={"verify_key": True}
+    )
+    accounts = create_accounts(cluster, 2)
+    for role in ("broker", "game", "auth", "gateway"):
+        cluster.start(role)
+    account = accounts[0]
+
+    async def login() -> int:
+        reply = await login_once("127.0.0.1", cluster.login_port, account.no, account.key)
+        return reply.status
+
+    assert run(login()) == LoginStatus.NOSERVER
+    cluster.start("chat")
+    # The auth workers hear of it with the broker's next ROSTER: a client retries meanwhile.
+    wait_until(lambda: run(login()) == LoginStatus.OK, "a login OK once a chat worker is up")
+
+
+def test_systemlink_chat_login_needs_the_pushed_key(make_cluster, backend: Backend):
+    cluster = make_cluster(
+        cluster={"link_mode": "systemlink"}, game={"verify_key": True}, chat={"enabled": True},
+        db={**backend.db_section, "timeout": 2.0}, auth={"link_timeout": 2.0},
+    )  # fmt: skip
+    accounts = create_accounts(cluster, 2)
+    for role in ("broker", "game", "chat", "auth", "gateway"):
+        cluster.start(role)
+    account = accounts[0]
+
+    async def scenario():
+        # Knowing the key, but no login-port login: nothing was pushed, so FAIL.
+        early = await ChatClient.connect("127.0.0.1", cluster.chat_port)
+        unpushed = await early.login(account.no, "a", "b", account.key)
+        await early.wait_closed()
+        await login_once("127.0.0.1", cluster.login_port, account.no, account.key)
+        # A stranger with the AccountNo but not the key does not burn the pushed key...
+        stranger = await ChatClient.connect("127.0.0.1", cluster.chat_port)
+        wrong = await stranger.login(account.no, "a", "b", b"z" * 64)
+        await stranger.wait_closed()
+        player = await ChatClient.connect("127.0.0.1", cluster.chat_port)
+        right = await player.login(account.no, "a", "b", account.key)
+        return unpushed.status, wrong.status, right.status
+
+    assert run(scenario()) == (0, 0, 1)
