@@ -43,22 +43,48 @@ HELP: dict[str, str] = {
     "cpu_percent": "CPU of this process over the last second, % of one core (CPU).",
     "memory_mb": "Private (unique set) memory of this process in MB (MEMORY_COMMIT).",
     "packet_pool": "Messages held in this process's queues right now (PACKET_POOL).",
-    "sessions": "Client sessions held (SESSION): gateway both ports, game worker all modes, "
-    "auth worker logins in progress.",
+    "sessions": "Client sessions held (SESSION): gateway all ports, game worker all modes, "
+    "chat worker all sessions, auth worker logins in progress.",
     "sessions_login": "Gateway: client sessions on the login port.",
     "sessions_game": "Gateway: client sessions on the game port.",
+    "sessions_chat": "Gateway: client sessions on the chat port.",
     "accept_total_login": "Gateway: connections accepted on the login port since start.",
     "accept_total_game": "Gateway: connections accepted on the game port since start.",
+    "accept_total_chat": "Gateway: connections accepted on the chat port since start.",
     "accept_tps_login": "Gateway: connections accepted per second on the login port.",
     "accept_tps_game": "Gateway: connections accepted per second on the game port.",
-    "recv_tps": "Per second: client packets decoded (gateway) or session items in (game).",
-    "send_tps": "Per second: client packets encoded (gateway) or session items out (game).",
-    "session_auth": "Game worker: sessions in AUTH mode (SESSION_AUTH).",
-    "session_game": "Game worker: sessions in GAME mode (SESSION_GAME).",
-    "auth_fps": "Game worker: auth loop iterations per second (AUTH_FPS).",
-    "game_fps": "Game worker: game loop iterations per second (GAME_FPS).",
-    "login_tps": "Game worker: game logins completed per second.",
-    "pending_keys": "Game worker: session keys pushed by auth workers, not used yet.",
+    "accept_tps_chat": "Gateway: connections accepted per second on the chat port.",
+    "sessions_paused": "Gateway: client sessions whose socket is not being read right now.",
+    "inflight": "Gateway: client requests forwarded to workers and not answered yet.",
+    "recv_tps": "Per second: client packets decoded (gateway) or session items in (game and "
+    "chat workers).",
+    "send_tps": "Per second: client packets encoded (gateway) or session items out (game and "
+    "chat workers).",
+    "session_auth": "Game worker: sessions in AUTH mode (SESSION_AUTH); chat worker: sessions "
+    "not logged in yet.",
+    "session_game": "Game worker: sessions in GAME mode (SESSION_GAME); chat worker: logged-in "
+    "sessions.",
+    "auth_fps": "Game or chat worker: auth loop iterations per second (AUTH_FPS).",
+    "game_fps": "Game or chat worker: game loop iterations per second (GAME_FPS; chat: the "
+    "update loop).",
+    "login_tps": "Game or chat worker: logins completed per second.",
+    "pending_keys": "Game or chat worker: session keys pushed by auth workers, not used yet "
+    "(chat: LoginMap Size).",
+    "session_login": "Chat worker: logged-in sessions (PlayerCount; CHAT PLAYER).",
+    "sectors_occupied": "Chat worker: sectors with at least one of its players.",
+    "sector_max": "Chat worker: most of its players in one sector.",
+    "message_tps": "Chat worker: chat messages received per second (MessageTPS; "
+    "CHAT UPDATEMSG_TPS).",
+    "delivery_tps": "Chat worker: chat messages delivered per second, one per receiver.",
+    "cast_in_tps": "Chat worker: chat messages received from the other chat workers per second.",
+    "cast_out_tps": "Chat worker: chat messages sent to the other chat workers per second.",
+    "update_tps": "Chat worker: update loop frames per second (Update TPS).",
+    "key_miss": "Chat worker: logins refused for a wrong or missing session key since start "
+    "(SessionKey Miss).",
+    "message_total": "Chat worker: chat messages received since start.",
+    "delivery_total": "Chat worker: chat messages delivered since start, one per receiver.",
+    "message_no_sector": "Chat worker: chat messages of players in no sector (heard by nobody) "
+    "since start.",
     "login_success_tps": "Auth worker: successful logins per second (LOGIN_SUCCESS_TPS).",
     "login_total": "Auth worker: successful logins since start.",
     "login_latency_min_ms": "Auth worker: fastest login of the last second, ms (0 if none).",

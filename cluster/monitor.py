@@ -5,8 +5,9 @@ broker); a process that sent nothing for :data:`GONE_AFTER` seconds is shown as 
 forgotten after :data:`FORGET_AFTER`. From that table it:
 
 - writes ``status_server`` rows every ``[monitor] db_interval`` seconds: one ``battle`` row per
-  game worker, one ``login`` row per auth worker, one ``hardware`` row per host, each with the
-  latest sample's values and the process (or host) it describes in ``writer``;
+  game worker, one ``chat`` row per chat worker, one ``login`` row per auth worker, one
+  ``hardware`` row per host, each with the latest sample's values and the process (or host) it
+  describes in ``writer``;
 - answers STATUS queries on the bus (``cluster status``, the console screens of ``cluster up``);
 - serves ``GET /metrics`` (Prometheus text) and ``GET /status.json`` on
   ``[monitor] metrics_host:metrics_port``.
@@ -27,6 +28,7 @@ from cluster.bus import Item
 from cluster.config import Config
 from cluster.db import (
     BattleSample,
+    ChatSample,
     Database,
     DatabaseError,
     HardwareSample,
@@ -104,7 +106,8 @@ class Monitor:
             self.link.send([bus.TO, source, reply])
 
     async def write_rows(self, db: Database) -> int:
-        """One status_server row per live game worker, auth worker and host; returns how many."""
+        """One status_server row per live game worker, chat worker, auth worker and host;
+        returns how many."""
         written = 0
         hosts: dict[str, Sample] = {}
         for sample in self.live():
@@ -127,6 +130,12 @@ class Monitor:
                     session_game=_int(sample, "session_game"), **common,
                 ))  # fmt: skip
                 written += 1
+            elif sample["role"] == "chat":
+                await db.insert_chat(ChatSample(
+                    session_all=_int(sample, "sessions"),
+                    session_login=_int(sample, "session_login"), **common,
+                ))  # fmt: skip
+                written += 1
             elif sample["role"] == "auth":
                 await db.insert_login(LoginSample(
                     session_all=_int(sample, "sessions"),
@@ -143,7 +152,7 @@ class Monitor:
         return written
 
 
-_ROLE_ORDER = {"broker": 0, "monitor": 1, "gateway": 2, "auth": 3, "game": 4}
+_ROLE_ORDER = {"broker": 0, "monitor": 1, "gateway": 2, "auth": 3, "game": 4, "chat": 5}
 
 
 def _int(values: dict[str, Any], key: str) -> int:

@@ -1,23 +1,24 @@
 """Once-a-second samples of every process, as the original's console screens and monitoring
 protocol counted them.
 
-Every process (broker, gateway, auth, game, monitor) builds a **sample** each second and sends it
-over the bus (STATS) to the monitor. A sample is a flat msgpack map:
+Every process (broker, gateway, auth, game, chat, monitor) builds a **sample** each second and
+sends it over the bus (STATS) to the monitor. A sample is a flat msgpack map:
 
 ===================  =====================================================================
 key                  meaning
 ===================  =====================================================================
 ``id``               the process's bus identity (unique, e.g. ``game@host/pid/rand``)
-``role``             broker | gateway | auth | game | monitor
+``role``             broker | gateway | auth | game | chat | monitor
 ``host``, ``pid``    where it runs
 ``time``             Unix time the sample was taken
 ``cpu_percent``      CPU of this process over the last second, % of one core (CPU)
 ``memory_mb``        private (unique set) memory in MB (MEMORY_COMMIT)
 ``packet_pool``      messages held in this process's queues right now (PACKET_POOL)
-``sessions``         client sessions held (SESSION): gateway both ports, game worker all
-                     modes, auth worker logins in progress
+``sessions``         client sessions held (SESSION): gateway all ports, game worker all
+                     modes, chat worker all sessions, auth worker logins in progress
 *role fields*        see below; every value is a number
-``drops``            map reason -> total closes for that reason (gateway, game worker)
+``drops``            map reason -> total closes for that reason (gateway, game and chat
+                     workers)
 ``hw``               the host's figures: ``cpu_total`` (%), ``available_mb``,
                      ``nonpaged_mb`` (SUnreclaim + KernelStack from /proc/meminfo),
                      ``net_recv_kbps``, ``net_send_kbps``
@@ -25,11 +26,21 @@ key                  meaning
 
 Role fields (totals only grow; ``*_tps`` / ``*_fps`` are per second over the last second):
 
-- gateway: ``sessions_login``, ``sessions_game``, ``accept_total_login``,
-  ``accept_total_game``, ``accept_tps_login``, ``accept_tps_game``, ``recv_tps``, ``send_tps``
-  (client packets decoded / encoded)
+- gateway: ``sessions_login``, ``sessions_game``, ``sessions_chat``, ``accept_total_login``,
+  ``accept_total_game``, ``accept_total_chat``, ``accept_tps_login``, ``accept_tps_game``,
+  ``accept_tps_chat``, ``recv_tps``, ``send_tps`` (client packets decoded / encoded)
 - game: ``session_auth``, ``session_game``, ``auth_fps``, ``game_fps``, ``recv_tps``,
   ``send_tps`` (session items in / out), ``login_tps``, ``pending_keys`` (systemlink keys held)
+- chat (the original ChatServer): ``session_auth`` (not logged in yet), ``session_login``
+  (logged in: PlayerCount), ``sectors_occupied`` (sectors with at least one player),
+  ``sector_max`` (most players in one sector), ``message_tps`` (chat messages received:
+  MessageTPS), ``delivery_tps`` (RES_MESSAGE deliveries, one per receiver), ``cast_in_tps`` /
+  ``cast_out_tps`` (messages exchanged with the other chat workers), ``update_tps`` (frames:
+  Update TPS), ``recv_tps``, ``send_tps``, ``login_tps``, ``pending_keys`` (systemlink keys
+  waiting: LoginMap Size), ``key_miss`` (total logins refused for a wrong or missing key:
+  SessionKey Miss), ``message_total``, ``delivery_total``, ``message_no_sector`` (messages of
+  players in no sector, heard by nobody); and, from the worker runtime it shares with the game
+  workers, ``session_game``, ``auth_fps``, ``game_fps``
 - auth: ``login_success_tps``, ``login_total``, ``login_latency_min_ms``,
   ``login_latency_avg_ms``, ``login_latency_max_ms`` (of the logins completed in the last second),
   ``game_workers`` (live game workers it knows of)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections import Counter
 from typing import Any
 
@@ -24,9 +25,23 @@ STATUS = bus.Control.STATUS
 TPS_FIELD = {
     "gateway": "recv_tps",
     "game": "recv_tps",
+    "chat": "message_tps",
     "auth": "login_success_tps",
     "broker": "routed_tps",
 }
+#: The role's own figures in the table's FIGURES column: (label, sample field), in order.
+FIGURES: dict[str, tuple[tuple[str, str], ...]] = {
+    "gateway": (("login", "sessions_login"), ("game", "sessions_game"), ("chat", "sessions_chat")),
+    "game": (("auth", "session_auth"), ("game", "session_game"), ("auth_fps", "auth_fps"),
+             ("game_fps", "game_fps")),
+    "chat": (("players", "session_login"), ("auth", "session_auth"),
+             ("deliver_tps", "delivery_tps"), ("update_tps", "update_tps"),
+             ("sectors", "sectors_occupied"), ("sector_max", "sector_max"),
+             ("keys", "pending_keys"), ("key_miss", "key_miss")),
+    "auth": (("avg_ms", "login_latency_avg_ms"), ("total", "login_total")),
+    "broker": (("peers", "peers"), ("holders", "holders")),
+    "monitor": (("processes", "processes"),),
+}  # fmt: skip
 
 
 class StatusUnavailable(RuntimeError):
@@ -114,19 +129,37 @@ def rows(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def figures(row: dict[str, Any]) -> str:
+    """The FIGURES cell: ``label=value`` of the role's own figures that the sample has."""
+    pairs = []
+    for name, key in FIGURES.get(str(row.get("role", "")), ()):
+        value = _number(row.get(key))
+        if value is not None:
+            whole = not math.isfinite(value) or value == int(value) or abs(value) >= 100
+            pairs.append(f"{name}={value:.0f}" if whole else f"{name}={value:.1f}")
+    return " ".join(pairs)
+
+
 def as_json(snapshot: dict[str, Any]) -> str:
     return json.dumps({"processes": rows(snapshot), "gone": snapshot.get("gone", [])}, indent=1)
 
 
 def as_table(snapshot: dict[str, Any]) -> str:
-    header = ("ROLE", "HOST", "PID", "HB AGE", "SESSIONS", "TPS", "CPU %", "MEM MB", "ID")
+    header = ("ROLE", "HOST", "PID", "HB AGE", "SESSIONS", "TPS", "CPU %", "MEM MB", "ID",
+              "FIGURES")  # fmt: skip
     lines = [header]
     for row in rows(snapshot):
         lines.append((
             row.get("role", "?"), row.get("host", "?"), str(row.get("pid", "?")),
             f"{row.get('heartbeat_age_s', 0):.1f}s", str(round(row.get("sessions", 0))),
             f"{row.get('tps', 0):.0f}", f"{row.get('cpu_percent', 0):.1f}",
-            f"{row.get('memory_mb', 0):.1f}", row.get("id", "?"),
+            f"{row.get('memory_mb', 0):.1f}", row.get("id", "?"), figures(row),
         ))  # fmt: skip
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()

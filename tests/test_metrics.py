@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cluster.metrics import CONTENT_TYPE, HELP, exposition, metric_name
-from tests.test_screens import HW_A, HW_A_OLD, HW_B, cluster_samples, hw, sample
+from tests.test_screens import HW_A, HW_A_OLD, HW_B, cluster_samples, hw, sample, with_chat
 
 Series = dict[tuple[tuple[str, str], ...], float]
 
@@ -57,6 +57,47 @@ def test_numeric_fields_become_labelled_gauges(families: dict[str, Any]) -> None
     assert families["cluster_accept_total_login"][2][labels("gateway", "host-b", 201)] == 500.0
     assert families["cluster_routed_tps"][2] == {labels("broker", "host-a", 100): 24000.0}
     assert len(families["cluster_cpu_percent"][2]) == 9
+
+
+CHAT_FIELDS = (
+    "sessions", "session_auth", "session_login", "sectors_occupied", "sector_max", "message_tps",
+    "delivery_tps", "cast_in_tps", "cast_out_tps", "update_tps", "recv_tps", "send_tps",
+    "packet_pool", "pending_keys", "key_miss", "login_tps",
+)  # fmt: skip
+GATEWAY_CHAT_FIELDS = ("sessions_chat", "accept_total_chat", "accept_tps_chat")
+
+
+def test_chat_workers_are_exported_with_help() -> None:
+    families = parse(with_chat(cluster_samples()))
+    chat_a, chat_b = labels("chat", "host-a", 700), labels("chat", "host-b", 701)
+    for field in CHAT_FIELDS:
+        kind, help_text, series = families[metric_name(field)]
+        assert kind == "gauge"
+        assert help_text == HELP[field]  # its own text, not the fallback for unknown fields
+        assert chat_a in series and chat_b in series, field
+    assert families["cluster_session_login"][2] == {chat_a: 24.0, chat_b: 15.0}
+    assert families["cluster_message_tps"][2] == {chat_a: 150.0, chat_b: 90.0}
+    assert families["cluster_key_miss"][2] == {chat_a: 1.0, chat_b: 2.0}
+    assert families["cluster_cast_out_tps"][2] == {chat_a: 40.0, chat_b: 35.0}
+    # a field both game and chat workers report: one family, both roles
+    roles = {dict(key)["role"] for key in families["cluster_session_auth"][2]}
+    assert roles == {"game", "chat"}
+    assert "chat" in HELP["session_auth"].lower()
+    drops = tuple(sorted((*chat_a, ("reason", "timeout"))))
+    assert families["cluster_drops"][2][drops] == 2.0
+    assert families["cluster_up"][2][chat_b] == 1.0
+
+
+def test_gateway_chat_port_is_exported_with_help() -> None:
+    families = parse(with_chat(cluster_samples()))
+    gw_a, gw_b = labels("gateway", "host-a", 200), labels("gateway", "host-b", 201)
+    for field in GATEWAY_CHAT_FIELDS:
+        kind, help_text, series = families[metric_name(field)]
+        assert kind == "gauge" and help_text == HELP[field] and "chat port" in help_text
+        assert set(series) == {gw_a, gw_b}
+    assert families["cluster_sessions_chat"][2] == {gw_a: 40.0, gw_b: 25.0}
+    assert families["cluster_accept_total_chat"][2] == {gw_a: 77.0, gw_b: 33.0}
+    assert families["cluster_accept_tps_chat"][2] == {gw_a: 2.0, gw_b: 1.0}
 
 
 def test_time_pid_and_labels_are_not_gauges(families: dict[str, Any]) -> None:

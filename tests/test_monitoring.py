@@ -232,8 +232,9 @@ def test_up_off_a_terminal_logs_a_summary_line(make_cluster):
     assert up.stop() == 0
 
 
-def test_up_on_a_terminal_shows_the_login_and_game_screens(make_cluster):
-    cluster = _monitored(make_cluster, workers={"game": 1, "auth": 1})
+def test_up_on_a_terminal_shows_the_login_game_and_chat_screens(make_cluster):
+    cluster = _monitored(make_cluster, workers={"game": 1, "auth": 1, "chat": 1},
+                         chat={"enabled": True})  # fmt: skip
     main, secondary = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "cluster", "up", "--config", str(cluster.config)],
@@ -253,7 +254,8 @@ def test_up_on_a_terminal_shows_the_login_and_game_screens(make_cluster):
                     break
             text = screen.decode(errors="replace")
             last = text.rsplit("\x1b[2J", 1)[-1]  # a redraw may arrive in pieces: wait for all
-            if "LoginServer" in last and "GameServer" in last and text.count("\x1b[2J") >= 2:
+            shown = ("LoginServer", "GameServer", "ChatServer (chat workers: 1)")
+            if all(name in last for name in shown) and text.count("\x1b[2J") >= 2:
                 break
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -262,4 +264,6 @@ def test_up_on_a_terminal_shows_the_login_and_game_screens(make_cluster):
     text = screen.decode(errors="replace")
     last = text.rsplit("\x1b[2J", 1)[-1]
     assert "LoginServer" in last and "GameServer" in last, text[-3000:]
-    assert "LoginSuccess TPS" in last and "Game Mode" in last
+    assert "ChatServer (chat workers: 1)" in last, text[-3000:]
+    assert "LoginSuccess TPS" in last and "Game Mode" in last and "SessionKey Miss" in last
+    assert " Chat : SESSION 0  PLAYER 0" in last  # the MonitoringServer's line for chat

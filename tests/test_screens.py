@@ -84,6 +84,40 @@ def cluster_samples() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def chat_samples() -> list[dict[str, Any]]:
+    """2 chat workers, one per host, with every role field of the chat contract."""
+    return [
+        sample("chat", "host-a", 700, sessions=25, session_auth=1, session_login=24,
+               sectors_occupied=20, sector_max=3, message_tps=150.0, delivery_tps=1200.0,
+               cast_in_tps=30.0, cast_out_tps=40.0, update_tps=49.0, recv_tps=160.0,
+               send_tps=1200.0, packet_pool=5, pending_keys=2, key_miss=1, login_tps=2.0,
+               cpu_percent=9.0, memory_mb=33.0, drops={"timeout": 2}),
+        sample("chat", "host-b", 701, sessions=15, session_auth=0, session_login=15,
+               sectors_occupied=12, sector_max=4, message_tps=90.0, delivery_tps=800.0,
+               cast_in_tps=40.0, cast_out_tps=35.0, update_tps=50.0, recv_tps=95.0,
+               send_tps=800.0, packet_pool=3, pending_keys=0, key_miss=2, login_tps=1.0,
+               cpu_percent=7.0, memory_mb=31.0),
+    ]  # fmt: skip
+
+
+GATEWAY_CHAT = {
+    200: {"sessions_chat": 40, "accept_total_chat": 77, "accept_tps_chat": 2.0},
+    201: {"sessions_chat": 25, "accept_total_chat": 33, "accept_tps_chat": 1.0},
+}
+
+
+def with_chat(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`samples` plus the chat workers, the gateways' chat port figures added (and counted in
+    their ``sessions``)."""
+    out = []
+    for s in samples:
+        extra = GATEWAY_CHAT.get(s["pid"], {}) if s["role"] == "gateway" else {}
+        if extra:
+            s = {**s, **extra, "sessions": s["sessions"] + extra["sessions_chat"]}
+        out.append(s)
+    return out + chat_samples()
+
+
 def figure(screen: str, label: str) -> str:
     """The value right after ``label :`` on the screen."""
     match = re.search(rf"(?:^|  |^ ){re.escape(label)}\s*:\s+(\S+(?: / \S+| - \S+)?)", screen,
@@ -110,7 +144,7 @@ def screen() -> str:
 
 def test_sections_come_in_order(screen: str) -> None:
     names = [line.split()[1] for line in screen.splitlines() if line.startswith("== ")]
-    assert names == ["HARDWARE", "LoginServer", "GameServer", "Drops"]
+    assert names == ["HARDWARE", "MonitoringServer", "LoginServer", "GameServer", "Drops"]
 
 
 def test_header_has_local_time_and_roles(screen: str) -> None:
@@ -144,7 +178,7 @@ def test_login_server_adds_up_auth_workers_and_login_port(screen: str) -> None:
     assert figure(login, "ConnectSession") == "8"
     assert figure(login, "Accept TPS") == "12"
     assert figure(login, "Accept Total") == "1500"
-    assert figure(login, "RecvPacket TPS") == "12000"
+    assert figure(login, "RecvPacket TPS") == "12000"  # the gateways' packets, all ports
     assert figure(login, "SendPacket TPS") == "12000"
     assert figure(login, "PacketPool Use") == "18"  # 11 + 4 (gateways) + 2 + 1 (auth)
     assert figure(login, "CPU Usage") == "20"
@@ -184,6 +218,119 @@ def test_one_line_per_auth_and_game_worker(screen: str) -> None:
     ]
 
 
+@pytest.fixture
+def chat_screen() -> str:
+    return render_screens(with_chat(cluster_samples()), [], NOW, width=140)
+
+
+def test_chat_server_comes_after_the_game_server(chat_screen: str) -> None:
+    names = [line.split()[1] for line in chat_screen.splitlines() if line.startswith("== ")]
+    assert names == [
+        "HARDWARE", "MonitoringServer", "LoginServer", "GameServer", "ChatServer", "Drops",
+    ]  # fmt: skip
+    head = chat_screen.splitlines()[0]
+    assert "live 11:" in head
+    assert "broker 1  gateway 2  auth 2  game 3  chat 2  monitor 1" in head
+
+
+def test_chat_server_adds_up_chat_workers_and_chat_port(chat_screen: str) -> None:
+    chat = section(chat_screen, "ChatServer")
+    assert chat.startswith("== ChatServer (chat workers: 2)")
+    assert figure(chat, "Update TPS") == "49 - 50"
+    assert figure(chat, "Update TPS sum") == "99"
+    assert figure(chat, "MessagePool Use") == "8"  # the chat workers' packet_pool
+    assert figure(chat, "MessageTPS") == "240"
+    assert figure(chat, "Delivery TPS") == "2000"
+    assert figure(chat, "Cast In / Out TPS") == "70 / 75"
+    assert figure(chat, "PlayerPool") == "40"  # every session
+    assert figure(chat, "PlayerCount") == "39"  # logged in
+    assert figure(chat, "Not Logged In") == "1"
+    assert figure(chat, "Login TPS") == "3"
+    assert figure(chat, "SessionKey Miss") == "3"
+    assert figure(chat, "LoginMap Size") == "2"
+    assert figure(chat, "Sectors Occupied") == "32"
+    assert figure(chat, "Sector Max") == "4"  # the most crowded sector of any worker
+    assert figure(chat, "CPU Usage") == "16"
+    assert figure(chat, "Commit Memory") == "64"
+    # the Net Server block: the gateways' chat port, the chat workers' packets
+    assert figure(chat, "ConnectSession") == "65"
+    assert figure(chat, "PacketPool Use") == "23"  # 11 + 4 (gateways) + 5 + 3 (chat)
+    assert figure(chat, "Accept TPS") == "3"
+    assert figure(chat, "Accept Total") == "110"
+    assert figure(chat, "RecvPacket TPS") == "255"
+    assert figure(chat, "SendPacket TPS") == "2000"
+
+
+def test_one_line_per_chat_worker(chat_screen: str) -> None:
+    chat = section(chat_screen, "ChatServer")
+    header = next(line.split() for line in chat.splitlines() if line.startswith(" chat worker"))
+    assert header[2:] == ["sessions", "Players", "MsgTPS", "DelivTPS", "UpdTPS", "CPU", "%",
+                          "Commit", "M"]  # fmt: skip
+    rows = [line.split() for line in chat.splitlines() if re.search(r"/70[01]/", line)]
+    assert rows == [
+        ["host-a/700/02bc", "25", "24", "150", "1200", "49", "9", "33"],
+        ["host-b/701/02bd", "15", "15", "90", "800", "50", "7", "31"],
+    ]
+
+
+def test_monitoring_server_lines_per_server_on(chat_screen: str) -> None:
+    servers = section(chat_screen, "MonitoringServer").splitlines()[1:]
+    assert servers == [
+        " Login: SESSION 3  LoginSuccess TPS 12  Packet Pool 18  CPU 20%  Commit 80M",
+        " Chat : SESSION 40  PLAYER 39  MSG Pool 8  MSG TPS 240  Packet Pool 23  CPU 16%"
+        "  Commit 64M",
+        " Echo : ALL 212  Auth 7  Game 205  Auth FPS 49 - 51  Game FPS 47 - 50  Packet Pool 21"
+        "  CPU 60%  Commit 150M",
+    ]
+    only_chat = [s for s in with_chat(cluster_samples()) if s["role"] in ("chat", "gateway")]
+    lines = section(render_screens(only_chat, [], NOW), "MonitoringServer").splitlines()
+    assert [line[:7] for line in lines[1:]] == [" Chat :"]
+    narrow = section(render_screens(with_chat(cluster_samples()), [], NOW, width=60),
+                     "MonitoringServer")  # fmt: skip
+    echo = narrow.splitlines()[narrow.splitlines().index(next(
+        line for line in narrow.splitlines() if line.startswith(" Echo :"))):]  # fmt: skip
+    assert len(echo) > 1 and all(line.startswith("        ") for line in echo[1:])
+    assert " ".join(echo).split()[-1] == "150M"
+
+
+def test_chat_server_shows_a_chat_port_without_chat_workers() -> None:
+    samples = [s for s in with_chat(cluster_samples()) if s["role"] != "chat"]
+    screen = render_screens(samples, [], NOW)
+    chat = section(screen, "ChatServer")
+    assert chat.startswith("== ChatServer (chat workers: 0)")
+    assert figure(chat, "ConnectSession") == "65"
+    assert figure(chat, "Update TPS") == "-"
+    assert figure(chat, "Sector Max") == "-"
+    assert " Chat :" not in screen  # the MonitoringServer lists only servers that are on
+    no_port = render_screens(cluster_samples() + chat_samples(), [], NOW)
+    assert figure(section(no_port, "ChatServer"), "ConnectSession") == "0"
+    unused = [{**s, "sessions_chat": 0, "accept_total_chat": 0, "accept_tps_chat": 0.0}
+              if s["role"] == "gateway" else s for s in cluster_samples()]  # fmt: skip
+    assert "ChatServer" not in render_screens(unused, [], NOW)  # chat is off
+
+
+def test_summary_line_with_chat_workers() -> None:
+    pairs = dict(pair.split("=") for pair in summary_line(with_chat(cluster_samples()), []).split())
+    assert pairs["players"] == "39" and pairs["msg_tps"] == "240"
+    assert pairs["sessions"] == "285"  # the gateways' sessions, chat port included
+    assert pairs["drops"] == "13"
+
+
+def test_chat_samples_missing_fields_render() -> None:
+    odd: list[dict[str, Any]] = [
+        {"id": "chat@x/1/00000001", "role": "chat"},
+        {"id": "chat@x/2/00000002", "role": "chat", "update_tps": "fast", "key_miss": True,
+         "sector_max": None},
+        {"role": "gateway", "sessions_chat": "many", "accept_total_chat": 3},
+    ]  # fmt: skip
+    screen = render_screens(odd, [], NOW)
+    chat = section(screen, "ChatServer")
+    assert figure(chat, "Update TPS") == "0 - 0"
+    assert figure(chat, "SessionKey Miss") == "0"
+    assert figure(chat, "Accept Total") == "3"
+    assert summary_line(odd, []).startswith("procs=3 gone=0 ")
+
+
 def test_drops_are_summed_by_reason_across_processes(screen: str) -> None:
     drops = section(screen, "Drops")
     assert drops.startswith("== Drops (total 11)")
@@ -195,7 +342,7 @@ def test_drops_are_summed_by_reason_across_processes(screen: str) -> None:
 @pytest.mark.parametrize("width", [40, 60, 80, 100, 140])
 def test_no_line_is_wider_than_width(width: int) -> None:
     gone = [sample("game", "a-very-long-host-name.example.internal", 999, age=90.0)]
-    many = cluster_samples() + [
+    many = with_chat(cluster_samples()) + [
         sample("gateway", f"host-{n}.example.internal", 600 + n, drops={f"reason_{n}": n})
         for n in range(12)
     ]
@@ -212,6 +359,7 @@ def test_empty_input_renders() -> None:
     assert figure(screen, "Auth Update FPS") == "-"
     assert "Drops" not in screen
     assert "GONE" not in screen
+    assert "MonitoringServer" not in screen and "ChatServer" not in screen
 
 
 def test_samples_missing_optional_keys_render() -> None:
@@ -270,6 +418,8 @@ def test_summary_line() -> None:
         "sessions": "220",
         "auth_fps": "49",
         "game_fps": "47",
+        "players": "-",
+        "msg_tps": "-",
         "recv_tps": "12000",
         "send_tps": "12000",
         "drops": "11",
@@ -277,7 +427,7 @@ def test_summary_line() -> None:
     }
     assert summary_line([], []) == (
         "procs=0 gone=0 login_tps=0 login_avg_ms=- sessions=0 auth_fps=- game_fps=- "
-        "recv_tps=0 send_tps=0 drops=0 cpu_total=-"
+        "players=- msg_tps=- recv_tps=0 send_tps=0 drops=0 cpu_total=-"
     )
 
 

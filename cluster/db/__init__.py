@@ -11,6 +11,7 @@ from cluster.config import Config
 from cluster.db.base import (
     AccountRow,
     BattleSample,
+    ChatSample,
     Database,
     DatabaseError,
     DatabaseUnavailable,
@@ -23,6 +24,7 @@ from cluster.db.url import MysqlTarget, parse
 __all__ = [
     "AccountRow",
     "BattleSample",
+    "ChatSample",
     "Database",
     "DatabaseError",
     "DatabaseUnavailable",

@@ -75,6 +75,19 @@ class BattleSample:
 
 
 @dataclass(frozen=True)
+class ChatSample:
+    """One ``status_server.chat`` row: a chat worker's figures (SessionAll: every session it
+    holds; SessionLogin: the logged-in ones, the original's PlayerCount)."""
+
+    cpu_usage: int
+    commit_memory: int
+    packet_pool: int
+    session_all: int
+    session_login: int
+    writer: str
+
+
+@dataclass(frozen=True)
 class LoginSample:
     cpu_usage: int
     commit_memory: int
@@ -159,6 +172,9 @@ class Database(abc.ABC):
 
     @abc.abstractmethod
     async def insert_battle(self, sample: BattleSample) -> None: ...
+
+    @abc.abstractmethod
+    async def insert_chat(self, sample: ChatSample) -> None: ...
 
     @abc.abstractmethod
     async def insert_login(self, sample: LoginSample) -> None: ...

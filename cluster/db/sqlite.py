@@ -25,6 +25,7 @@ from cluster.db import schema, statements
 from cluster.db.base import (
     AccountRow,
     BattleSample,
+    ChatSample,
     Database,
     DatabaseError,
     DatabaseUnavailable,
@@ -266,6 +267,9 @@ class SqliteDatabase(Database):
 
     async def insert_battle(self, sample: BattleSample) -> None:
         await self._insert(self._sql.insert_battle, statements.battle_params(sample))
+
+    async def insert_chat(self, sample: ChatSample) -> None:
+        await self._insert(self._sql.insert_chat, statements.chat_params(sample))
 
     async def insert_login(self, sample: LoginSample) -> None:
         await self._insert(self._sql.insert_login, statements.login_params(sample))

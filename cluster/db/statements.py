@@ -14,7 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from cluster.db.base import AccountRow, BattleSample, HardwareSample, LoginSample, NewAccount
+from cluster.db.base import (
+    AccountRow,
+    BattleSample,
+    ChatSample,
+    HardwareSample,
+    LoginSample,
+    NewAccount,
+)
 
 # Statement sizes: at most 999 parameters (the lowest SQLite limit, before 3.32) and well below
 # MySQL's max_allowed_packet.
@@ -69,6 +76,10 @@ _INSERT_BATTLE = (
     " `GameFPS`, `SessionAll`, `SessionAuth`, `SessionGame`, `writer`)"
     " VALUES ({now}, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_CHAT = (
+    "INSERT INTO `{s}`.`chat` (`date`, `CPUUsage`, `CommitMemory`, `PacketPool`, `SessionAll`,"
+    " `SessionLogin`, `writer`) VALUES ({now}, ?, ?, ?, ?, ?, ?)"
+)
 _INSERT_LOGIN = (
     "INSERT INTO `{s}`.`login` (`date`, `CPUUsage`, `CommitMemory`, `PacketPool`, `SessionAll`,"
     " `LoginSuccessTPS`, `writer`) VALUES ({now}, ?, ?, ?, ?, ?, ?)"
@@ -101,6 +112,7 @@ class Statements:
         self.white_ips = self._render(_WHITE_IPS)
         self.insert_hardware = self._render(_INSERT_HARDWARE)
         self.insert_battle = self._render(_INSERT_BATTLE)
+        self.insert_chat = self._render(_INSERT_CHAT)
         self.insert_login = self._render(_INSERT_LOGIN)
 
     def _render(self, template: str, marks: int = 0, rows: str = "") -> str:
@@ -224,6 +236,17 @@ def battle_params(sample: BattleSample) -> tuple[Any, ...]:
         sample.session_all,
         sample.session_auth,
         sample.session_game,
+        sample.writer,
+    )
+
+
+def chat_params(sample: ChatSample) -> tuple[Any, ...]:
+    return (
+        sample.cpu_usage,
+        sample.commit_memory,
+        sample.packet_pool,
+        sample.session_all,
+        sample.session_login,
         sample.writer,
     )
 

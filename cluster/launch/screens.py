@@ -10,12 +10,18 @@ The screen has these sections, in this order:
 2. ``HARDWARE``: one column per host (the newest sample of each host that has ``hw``), rows as
    the original MonitoringServer's: HW CPU Usage, HW Available Memory, HW NonPaged Memory,
    Ethernet Recv / Send;
-3. ``LoginServer``: the original login server's screen, the auth workers and the gateways' login
+3. ``MonitoringServer``: the rest of the original MonitoringServer's screen, one line per kind
+   of server that is on (has a live worker): Login, Chat, Echo, each with the figures the
+   original showed for it (only when one is on);
+4. ``LoginServer``: the original login server's screen, the auth workers and the gateways' login
    port added up, then one line per auth worker;
-4. ``GameServer``: the original BattleServer's ("Echo Server") screen, the game workers and the
+5. ``GameServer``: the original BattleServer's ("Echo Server") screen, the game workers and the
    gateways' game port added up, then one line per game worker;
-5. ``Drops``: closes by reason, summed over every live sample (only when there are any);
-6. one ``GONE`` line per process in ``gone``.
+6. ``ChatServer``: the original ChatServer's screen, the chat workers and the gateways' chat
+   port added up, then one line per chat worker (only when there is a chat worker or a
+   gateway's chat port has had a connection);
+7. ``Drops``: closes by reason, summed over every live sample (only when there are any);
+8. one ``GONE`` line per process in ``gone``.
 
 Missing or non-numeric values count as 0; a figure that has no source at all (no auth worker
 completed a login, no game worker, no host figures) shows as ``-``.
@@ -32,7 +38,7 @@ from typing import Any
 Sample = Mapping[str, Any]
 
 #: Roles in the order the header counts them; unknown roles follow, sorted.
-ROLES = ("broker", "gateway", "auth", "game", "monitor")
+ROLES = ("broker", "gateway", "auth", "game", "chat", "monitor")
 #: Width of one ``label : value unit`` cell; as many cells as fit go on one line.
 CELL_WIDTH = 48
 #: Width of the first column of the per-worker tables (the shortened process id).
@@ -319,8 +325,8 @@ def login_section(samples: Sequence[Sample], width: int) -> list[str]:
             cell("PacketPool Use", fmt(pool), "(gw+auth)"),
             cell("Accept TPS", fmt(total(gateways, "accept_tps_login"))),
             cell("Accept Total", fmt(total(gateways, "accept_total_login"))),
-            cell("RecvPacket TPS", fmt(total(gateways, "recv_tps")), "both ports"),
-            cell("SendPacket TPS", fmt(total(gateways, "send_tps")), "both ports"),
+            cell("RecvPacket TPS", fmt(total(gateways, "recv_tps")), "all ports"),
+            cell("SendPacket TPS", fmt(total(gateways, "send_tps")), "all ports"),
         ],
         width,
     )
@@ -383,6 +389,122 @@ def game_section(samples: Sequence[Sample], width: int) -> list[str]:
     return lines + table([*header_row, "Commit M"], rows, [ID_WIDTH, 9, 9, 9, 9, 9, 8, 10])
 
 
+def chat_port_used(gateways: Iterable[Sample]) -> bool:
+    """True when a gateway has accepted or holds a connection on its chat port."""
+    keys = ("sessions_chat", "accept_total_chat")
+    return any(field(g, key) > 0 for g in gateways for key in keys)
+
+
+def chat_section(samples: Sequence[Sample], width: int) -> list[str]:
+    """The original ChatServer screen: chat workers plus the gateways' chat port; no lines at
+    all when there is no chat worker and no gateway's chat port was ever used (chat off)."""
+    chat, gateways = of_role(samples, "chat"), of_role(samples, "gateway")
+    if not chat and not chat_port_used(gateways):
+        return []
+    update = [field(s, "update_tps") for s in chat]
+    pool = total(gateways, "packet_pool") + total(chat, "packet_pool")
+    sector_max = max((field(s, "sector_max") for s in chat), default=None)
+    lines = [title(f"ChatServer (chat workers: {len(chat)})", width)]
+    lines += grid(
+        [
+            cell("Update TPS", span(update), "min-max"),
+            cell("Update TPS sum", fmt(sum(update))),
+            cell("MessagePool Use", fmt(total(chat, "packet_pool"))),
+            cell("MessageTPS", fmt(total(chat, "message_tps"))),
+            cell("Delivery TPS", fmt(total(chat, "delivery_tps")), "(receivers)"),
+            cell("Cast In / Out TPS",
+                 f"{fmt(total(chat, 'cast_in_tps'))} / {fmt(total(chat, 'cast_out_tps'))}",
+                 "(workers)"),
+            cell("PlayerPool", fmt(total(chat, "sessions")), "(sessions)"),
+            cell("PlayerCount", fmt(total(chat, "session_login")), "(logged in)"),
+            cell("Not Logged In", fmt(total(chat, "session_auth"))),
+            cell("Login TPS", fmt(total(chat, "login_tps"))),
+            cell("SessionKey Miss", fmt(total(chat, "key_miss"))),
+            cell("LoginMap Size", fmt(total(chat, "pending_keys"))),
+            cell("Sectors Occupied", fmt(total(chat, "sectors_occupied")), "(sum)"),
+            cell("Sector Max", fmt(sector_max), "players"),
+            cell("CPU Usage", fmt(total(chat, "cpu_percent")), "% (chat)"),
+            cell("Commit Memory", fmt(total(chat, "memory_mb")), "M (chat)"),
+        ],
+        width,
+    )  # fmt: skip
+    lines.append(" * Net Server (chat port of the gateways)")
+    lines += grid(
+        [
+            cell("ConnectSession", fmt(total(gateways, "sessions_chat"))),
+            cell("PacketPool Use", fmt(pool), "(gw+chat)"),
+            cell("Accept TPS", fmt(total(gateways, "accept_tps_chat"))),
+            cell("Accept Total", fmt(total(gateways, "accept_total_chat"))),
+            cell("RecvPacket TPS", fmt(total(chat, "recv_tps")), "(chat)"),
+            cell("SendPacket TPS", fmt(total(chat, "send_tps")), "(chat)"),
+        ],
+        width,
+    )
+    rows = [
+        [
+            short_id(s),
+            fmt(field(s, "sessions")),
+            fmt(field(s, "session_login")),
+            fmt(field(s, "message_tps")),
+            fmt(field(s, "delivery_tps")),
+            fmt(field(s, "update_tps")),
+            fmt(field(s, "cpu_percent")),
+            fmt(field(s, "memory_mb")),
+        ]
+        for s in chat
+    ]
+    header_row = ["chat worker", "sessions", "Players", "MsgTPS", "DelivTPS", "UpdTPS", "CPU %"]
+    return lines + table([*header_row, "Commit M"], rows, [ID_WIDTH, 9, 9, 9, 10, 8, 8, 10])
+
+
+def servers_section(samples: Sequence[Sample], width: int) -> list[str]:
+    """The original MonitoringServer's per-server lines, for each kind of server that is on:
+    Login (auth workers), Chat (chat workers), Echo (game workers). Packet Pool is counted as
+    on the LoginServer / ChatServer / GameServer screens. No lines when none is on."""
+    auth, game, chat = (of_role(samples, role) for role in ("auth", "game", "chat"))
+    gateways = of_role(samples, "gateway")
+    servers: list[tuple[str, list[str]]] = []
+
+    def common(workers: Sequence[Sample], pool: float) -> list[str]:
+        return [
+            f"Packet Pool {fmt(pool)}",
+            f"CPU {fmt(total(workers, 'cpu_percent'))}%",
+            f"Commit {fmt(total(workers, 'memory_mb'))}M",
+        ]
+
+    gw_pool = total(gateways, "packet_pool")
+    if auth:
+        servers.append(("Login", [
+            f"SESSION {fmt(total(auth, 'sessions'))}",
+            f"LoginSuccess TPS {fmt(total(auth, 'login_success_tps'))}",
+            *common(auth, gw_pool + total(auth, "packet_pool")),
+        ]))  # fmt: skip
+    if chat:
+        servers.append(("Chat", [
+            f"SESSION {fmt(total(chat, 'sessions'))}",
+            f"PLAYER {fmt(total(chat, 'session_login'))}",
+            f"MSG Pool {fmt(total(chat, 'packet_pool'))}",
+            f"MSG TPS {fmt(total(chat, 'message_tps'))}",
+            *common(chat, gw_pool + total(chat, "packet_pool")),
+        ]))  # fmt: skip
+    if game:
+        servers.append(("Echo", [
+            f"ALL {fmt(total(game, 'sessions'))}",
+            f"Auth {fmt(total(game, 'session_auth'))}",
+            f"Game {fmt(total(game, 'session_game'))}",
+            f"Auth FPS {span([field(s, 'auth_fps') for s in game])}",
+            f"Game FPS {span([field(s, 'game_fps') for s in game])}",
+            *common(game, total(game, "packet_pool")),
+        ]))  # fmt: skip
+    if not servers:
+        return []
+    lines = [title("MonitoringServer (servers on)", width)]
+    for name, tokens in servers:
+        for number_, line in enumerate(packed(tokens, width - 7)):
+            lines.append(f" {name:<5}:{line}" if number_ == 0 else f" {'':<5} {line}")
+    return lines
+
+
 def drops_section(samples: Sequence[Sample], width: int) -> list[str]:
     """Closes by reason summed over the samples; no lines at all when there are none."""
     drops = drops_by_reason(samples)
@@ -423,7 +545,9 @@ def render_screens(
     non-numeric fields."""
     live = latest_per_process(samples)
     lines = [header(live, gone, now)]
-    for section in (hardware_section, login_section, game_section, drops_section):
+    sections = (hardware_section, servers_section, login_section, game_section, chat_section,
+                drops_section)  # fmt: skip
+    for section in sections:
         lines += section(live, width)
     lines += gone_lines(gone, now)
     return "\n".join(line[: max(0, width)].rstrip() for line in lines)
@@ -434,12 +558,16 @@ def summary_line(samples: Iterable[Sample], gone: Sequence[Sample]) -> str:
 
     ``procs`` live processes (one per id), ``gone``, ``login_tps`` (sum over auth workers),
     ``login_avg_ms`` (as on the LoginServer screen, ``-`` without logins), ``sessions`` (client
-    connections held by the gateways, both ports), ``auth_fps`` / ``game_fps`` (the slowest game
-    worker's, ``-`` without game workers), ``recv_tps`` / ``send_tps`` (client packets decoded /
-    encoded by the gateways), ``drops`` (all reasons, summed), ``cpu_total`` (the busiest host's
-    CPU, ``-`` without host figures)."""
+    connections held by the gateways, all ports), ``auth_fps`` / ``game_fps`` (the slowest game
+    worker's, ``-`` without game workers), ``players`` / ``msg_tps`` (logged-in chat sessions and
+    chat messages received per second, summed over the chat workers, ``-`` without chat
+    workers), ``recv_tps`` / ``send_tps`` (client packets decoded / encoded by the gateways),
+    ``drops`` (all reasons, summed), ``cpu_total`` (the busiest host's CPU, ``-`` without host
+    figures)."""
     live = latest_per_process(samples)
-    auth, game, gateways = (of_role(live, role) for role in ("auth", "game", "gateway"))
+    auth, game, chat, gateways = (
+        of_role(live, role) for role in ("auth", "game", "chat", "gateway")
+    )
     hosts = hosts_hardware(live)
     cpu = max((field(hw, "cpu_total") for hw in hosts.values()), default=None)
     pairs = {
@@ -450,6 +578,8 @@ def summary_line(samples: Iterable[Sample], gone: Sequence[Sample]) -> str:
         "sessions": fmt(total(gateways, "sessions")),
         "auth_fps": fmt(min((field(s, "auth_fps") for s in game), default=None)),
         "game_fps": fmt(min((field(s, "game_fps") for s in game), default=None)),
+        "players": fmt(total(chat, "session_login") if chat else None),
+        "msg_tps": fmt(total(chat, "message_tps") if chat else None),
         "recv_tps": fmt(total(gateways, "recv_tps")),
         "send_tps": fmt(total(gateways, "send_tps")),
         "drops": fmt(sum(drops_by_reason(live).values())),
