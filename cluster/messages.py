@@ -250,6 +250,7 @@ MessageClass = (
     | type[ChatReqMessage]
     | type[ChatResMessage]
     | type[ChatReqHeartbeat]
+    | type[Any]  # an app's own records (see register)
 )
 
 Message = Any  # any of the NamedTuple records above
@@ -376,6 +377,22 @@ SPECS: dict[int, MessageSpec] = {
         MessageSpec(ChatReqHeartbeat, struct.Struct("<")),
     )
 }
+
+
+
+def register(spec: MessageSpec) -> MessageSpec:
+    """Add an app's own message type to the codec's table (docs/apps.md); returns `spec`.
+
+    Its record class needs a ``TYPE`` and NamedTuple's ``_make``. Registering the same layout
+    twice is allowed (a module imported twice); another layout under a type already known is a
+    ValueError naming both."""
+    known = SPECS.get(spec.type)
+    if known is not None and (known.body.format, known.tail) != (spec.body.format, spec.tail):
+        raise ValueError(f"message type {spec.type} ({spec.name}) is already {known.name}")
+    if known is None:
+        SPECS[spec.type] = spec
+    return SPECS[spec.type]
+
 
 #: What a game-port server accepts from clients.
 GAME_CLIENT_MESSAGES = frozenset({GameReqLogin.TYPE, GameReqEcho.TYPE, GameReqHeartbeat.TYPE})
