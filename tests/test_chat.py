@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 import struct
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +30,7 @@ from cluster.testkit import free_ports, wait_until
 from dummy.client import ChatClient, GameClient, login_once
 from tests.backends import Backend
 from tests.harness import ClusterUnderTest, RoleProcess, run
-from tests.test_login import create_accounts
+from tests.test_login import Account, create_accounts
 
 CODEC = Codec()
 
@@ -274,16 +276,46 @@ def test_a_silent_chat_client_is_dropped_at_the_heartbeat_timeout(make_cluster):
 # -- many gateways, many chat workers -------------------------------------------------------------
 
 
-def test_fan_out_across_two_gateways_and_two_chat_workers_is_exactly_once_in_order(make_cluster):
-    _, workers, gateways = chat_cluster(make_cluster, chat_workers=2, gateways=2)
+def linked_cluster(
+    make_cluster: Any, mode: str, accounts: int, **sections: Any
+) -> tuple[ClusterUnderTest, list[Account], list[RoleProcess], list[Gateway]]:
+    """A cluster with accounts in its (SQLite) DB and key checks in `mode`: broker, monitor, a
+    game worker, two chat workers, an auth worker and two gateways."""
+    cluster = make_cluster(
+        cluster={"link_mode": mode}, game={"verify_key": True}, chat={"enabled": True},
+        auth={"link_timeout": 5.0}, **sections,
+    )  # fmt: skip
+    made = create_accounts(cluster, accounts)
+    for role in ("broker", "monitor", "game"):
+        cluster.start(role)
+    workers = [cluster.start("chat") for _ in range(2)]
+    cluster.start("auth")
+    return cluster, made, workers, [start_gateway(cluster, first=True), start_gateway(cluster)]
+
+
+async def player(gateway: Gateway, account: Account, sector: tuple[int, int]) -> ChatClient:
+    """The whole path of a client: the login port, then the chat port it names, then a sector."""
+    reply = await login_once("127.0.0.1", gateway.login_port, account.no, account.key)
+    assert reply.status == LoginStatus.OK, reply
+    assert reply.chat_server_port == gateway.chat_port
+    client = await ChatClient.connect(reply.chat_server_ip, reply.chat_server_port)
+    answer = await client.login(account.no, account.user_id, account.nick, account.key)
+    assert (answer.status, answer.account_no) == (1, account.no)
+    assert await client.move(*sector) == ChatResSectorMove(account.no, *sector)
+    return client
+
+
+@pytest.mark.parametrize("mode", ["systemlink", "non-systemlink"])
+def test_fan_out_across_two_gateways_and_two_chat_workers_is_exactly_once_in_order(
+    make_cluster, mode: str
+):
+    _, accounts, workers, gateways = linked_cluster(make_cluster, mode, 24)
     # 24 players in a 6 x 2 block of sectors (some alone, some crowded), on both gateways.
     sectors = [(40 + (i % 6), 40 + (i // 6) % 2 * 2) for i in range(24)]
     rounds = 20
 
     async def scenario():
-        clients = [
-            await chatter(gateways[i % 2].chat_port, 1000 + i, sectors[i]) for i in range(24)
-        ]
+        clients = [await player(gateways[i % 2], accounts[i], sectors[i]) for i in range(24)]
         for r in range(rounds):  # every player says `rounds` messages, pipelined
             for client in clients:
                 client.say(f"{client.account_no}:{r}")
@@ -297,14 +329,15 @@ def test_fan_out_across_two_gateways_and_two_chat_workers_is_exactly_once_in_ord
         return heard
 
     heard = run(scenario())
+    nicks = {account.no: account.nick for account in accounts}
     for i, sector in enumerate(sectors):
         by_sender: dict[int, list[int]] = {}
-        for message in heard[1000 + i]:
+        for message in heard[accounts[i].no]:
             sender, seq = message.message.decode("utf-16-le").split(":")
             assert int(sender) == message.account_no
-            assert message.nickname == f"nick{sender}"
+            assert message.nickname == nicks[int(sender)]
             by_sender.setdefault(int(sender), []).append(int(seq))
-        expected = {1000 + j for j, other in enumerate(sectors) if near(sector, other)}
+        expected = {accounts[j].no for j, other in enumerate(sectors) if near(sector, other)}
         assert set(by_sender) == expected
         for seqs in by_sender.values():
             assert seqs == list(range(rounds))  # exactly once each, in the sender's order
@@ -313,11 +346,21 @@ def test_fan_out_across_two_gateways_and_two_chat_workers_is_exactly_once_in_ord
     assert all(held) and sum(held) == 24, held
 
 
-def test_a_chat_worker_killed_mid_run_costs_only_its_own_sessions(make_cluster):
-    _, workers, gateways = chat_cluster(make_cluster, chat_workers=2, gateways=2)
+@pytest.mark.parametrize("mode", ["systemlink", "non-systemlink"])
+def test_a_chat_worker_killed_mid_run_costs_only_its_own_sessions(make_cluster, mode: str):
+    cluster, accounts, workers, gateways = linked_cluster(
+        make_cluster, mode, 12, monitor={"db_interval": 1.0}
+    )
+    status_db = cluster.dir / "data" / "db" / "status_server.db"
+    dead, alive = (w.ready_line.split("id=")[1].split()[0] for w in workers)
+
+    def chat_rows(writer: str) -> list[tuple[int, int]]:
+        with closing(sqlite3.connect(status_db)) as db:
+            sql = "SELECT SessionAll, SessionLogin FROM chat WHERE writer = ? ORDER BY no"
+            return db.execute(sql, (writer,)).fetchall()
 
     async def scenario():
-        clients = [await chatter(gateways[i % 2].chat_port, 1 + i, (7, 7)) for i in range(12)]
+        clients = [await player(gateways[i % 2], accounts[i], (7, 7)) for i in range(12)]
         for client in clients:
             client.say("before")
         for client in clients:
@@ -332,11 +375,25 @@ def test_a_chat_worker_killed_mid_run_costs_only_its_own_sessions(make_cluster):
         for client in survivors:
             got = await client.messages(len(survivors), timeout=20)
             assert {m.account_no for m in got} == {c.account_no for c in survivors}
-        # A player of the dead worker logs in again: on the survivor.
-        back = await chatter(gateways[0].chat_port, victims[0].account_no, (7, 7))
+        # A player of the dead worker logs in again (login port first): on the survivor.
+        account = next(a for a in accounts if a.no == victims[0].account_no)
+        back = await player(gateways[0], account, (7, 7))
         sent = back.say("back")
         for client in [back, *survivors]:
             assert [m.message for m in await client.messages(1)] == [sent]
+        # The monitoring rows: the dead worker's stop, the survivor's count its players.
+        expect = (len(survivors) + 1,) * 2
+        await asyncio.to_thread(
+            wait_until, lambda: chat_rows(alive)[-1:] == [expect],
+            "a chat row of the survivor with every player left", timeout=30, interval=0.3,
+        )  # fmt: skip
+        # Two more rounds of rows: the survivor writes them, the dead worker none.
+        written, later = len(chat_rows(dead)), len(chat_rows(alive)) + 2
+        await asyncio.to_thread(
+            wait_until, lambda: len(chat_rows(alive)) >= later,
+            "two more rows of the survivor", timeout=30, interval=0.3,
+        )  # fmt: skip
+        assert len(chat_rows(dead)) == written
         return len(victims), len(survivors)
 
     victims, survivors = run(scenario())
