@@ -120,7 +120,9 @@ class ChatSection:
     """``[chat]``: the chat port and the chat workers (the original set's ChatServer)."""
 
     enabled: bool = True  # gateways open the chat port; logins need a chat worker (NOSERVER)
-    app: str = "workers.apps.chat"  # the module of the app the chat workers run
+    app: str = "workers.apps.chat"  # the module of the app chat workers run
+    #: messages per second one player may say (burst: as many); more closes it: chat_flood
+    message_rate: float = _ranged(50.0, 0)  # 0 = no limit
     pending_key_ttl: float = _ranged(60.0, 0.1)  # systemlink: a pushed key's lifetime
     frame_interval: float = _ranged(0.02, 0.001, 1.0)  # longest pause between two loop frames
     max_inbox: int = _ranged(100_000, 100, 100_000_000)  # items queued before reading pauses

@@ -509,3 +509,24 @@ def test_systemlink_chat_login_needs_the_pushed_key(make_cluster, backend: Backe
         return unpushed.status, wrong.status, right.status
 
     assert run(scenario()) == (0, 0, 1)
+
+
+def test_a_flooding_chatter_is_closed_and_its_neighbours_keep_chatting(make_cluster):
+    _, _, (gw,) = chat_cluster(make_cluster, chat={"enabled": True, "message_rate": 5.0})
+
+    async def scenario():
+        honest = await chatter(gw.chat_port, 1, (2, 2))
+        flooder = await chatter(gw.chat_port, 2, (2, 3))
+        for i in range(200):  # far past 5 per second, in one burst
+            flooder.say(f"spam {i}")
+        await flooder.writer.drain()
+        closed = await flooder.wait_closed(10)
+        spam = [m for m in await honest.quiet(1.0) if m.account_no == 2]
+        sent = honest.say("calm again")
+        return closed, spam, await honest.messages(1), sent
+
+    closed, spam, heard, sent = run(scenario())
+    assert closed
+    assert 1 <= len(spam) <= 5  # at most the burst reached the neighbour
+    assert [m.message for m in heard] == [sent]
+    assert stopped_drops(gw.process).get("chat_flood") == 1

@@ -7,7 +7,9 @@ RES_SECTOR_MOVE; CS_CHAT_REQ_MESSAGE is said in the player's sector and reaches,
 CS_CHAT_RES_MESSAGE, every player in the 3 x 3 sectors around it, the sender included; a player
 that has entered no sector yet is heard by nobody (counted as ``message_no_sector``); an
 AccountNo that is not the session's closes it (``account_mismatch``); CS_CHAT_REQ_HEARTBEAT only
-keeps the session alive (its gateway's idle timer).
+keeps the session alive (its gateway's idle timer). A player saying more than ``[chat]
+message_rate`` messages per second (as many in a burst) is closed (``chat_flood``): every message
+is written to everyone around, so one flooder would otherwise bury its neighbours' sockets.
 
 **Fan-out across workers.** Players are placed on chat workers by account, not by sector, so the
 players around a sector may be on every worker. A message is encoded once, on the sender's
@@ -23,6 +25,7 @@ costs.
 
 from __future__ import annotations
 
+import time
 from array import array
 from typing import Any
 
@@ -58,14 +61,17 @@ NEIGHBOURS: tuple[tuple[int, ...], ...] = tuple(
 
 
 class Player:
-    """A chat session's state: the names it logged in with and its sector cell (-1: none)."""
+    """A chat session's state: the names it logged in with, its sector cell (-1: none), and its
+    message allowance (a token bucket: `tokens` as of `refreshed`)."""
 
-    __slots__ = ("cell", "nickname", "user_id")
+    __slots__ = ("cell", "nickname", "refreshed", "tokens", "user_id")
 
-    def __init__(self, user_id: str, nickname: str) -> None:
+    def __init__(self, user_id: str, nickname: str, tokens: float) -> None:
         self.user_id = user_id
         self.nickname = nickname
         self.cell = -1
+        self.tokens = tokens
+        self.refreshed = time.monotonic()
 
 
 class ChatApp(App):
@@ -73,10 +79,11 @@ class ChatApp(App):
 
     name = "chat"
     peer_types = frozenset({CAST})
-    drop_reasons = ("sector_out_of_range",)
+    drop_reasons = ("sector_out_of_range", "chat_flood")
 
     def __init__(self, config: Config) -> None:
         super().__init__()
+        self.rate = config.chat.message_rate
         self.messages = CHAT_CLIENT_MESSAGES
         self.login_type = ChatReqLogin.TYPE
         self.handlers = {
@@ -98,7 +105,7 @@ class ChatApp(App):
 
     def login(self, session: PlayerSession, fields: list[Any]) -> tuple[int, bytes, str]:
         account_no, user_id, nickname, session_key = fields
-        session.state = Player(user_id, nickname)
+        session.state = Player(user_id, nickname, self.rate)
         return account_no, session_key, ""
 
     def login_reply(self, account_no: int, reason: str) -> list[Any]:
@@ -151,6 +158,13 @@ class ChatApp(App):
         if account_no != session.account_no:
             raise Violation("account_mismatch")
         player: Player = session.state
+        if self.rate:
+            now = time.monotonic()
+            tokens = min(self.rate, player.tokens + (now - player.refreshed) * self.rate)
+            player.refreshed = now
+            if tokens < 1:
+                raise Violation("chat_flood")
+            player.tokens = tokens - 1
         self.said += 1
         if player.cell < 0:
             self.unheard += 1
