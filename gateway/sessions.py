@@ -1,11 +1,12 @@
-"""The gateway's client sessions on both ports, and their side of the bus.
+"""The gateway's client sessions on its ports (login, game, chat), and their side of the bus.
 
 A :class:`ClientConnection` (an ``asyncio.Protocol``) decodes its client's packets with the shared
 codec and hands the messages to :class:`Sessions`, the one session table of this gateway, which:
 
 - places a new session with its first message, which must be the port's opening request
-  (CS_GAME_REQ_LOGIN on the game port, CS_LOGIN_REQ_LOGIN on the login port): it goes to the
-  broker as PLACE, keyed by AccountNo, and the broker picks the worker (game or auth service);
+  (CS_GAME_REQ_LOGIN on the game port, CS_LOGIN_REQ_LOGIN on the login port, CS_CHAT_REQ_LOGIN
+  on the chat port): it goes to the broker as PLACE, keyed by AccountNo, and the broker picks the
+  worker (game, auth or chat service);
 - binds the session to the worker that takes it (its ACCEPTED, or first reply), and from then on
   forwards its messages to that worker (TO); messages that arrive while the login is in flight
   are held and forwarded, in order, once bound (the login port takes one request per connection);
@@ -30,11 +31,13 @@ partial packet, ``max_inflight`` requests on the bus, and ``max_outbound`` bytes
 kernel keeps at most ``CLIENT_SNDBUF`` more).
 
 Bound sessions' items go straight to their worker over the data port (:mod:`cluster.datalink`);
-only opening requests go through the broker, which places them. Once a game login is answered OK
-the session is *relayed*: its packets are no longer decoded here, only framed (header walk: code
-and length checked, whole packets counted), and go to the worker as they came (a PACKETS item per
-session and turn); the worker decodes them and answers with encoded replies (ANSWER), written to
-the client as they are. Whole packets still refresh the idle timer here, heartbeats included.
+only opening requests go through the broker, which places them. Once a game or chat login is
+answered OK (the port's ``admitted`` reply) the session is *relayed*: its packets are no longer
+decoded here, only framed (header walk: code and length checked, whole packets counted), and go to
+the worker as they came (a PACKETS item per session and turn); the worker decodes them and answers
+with encoded replies (ANSWER), written to the client as they are. A chat message reaches its
+receivers as DELIVER items: one encoded packet and the sessions to write it to. Whole packets
+still refresh the idle timer here, heartbeats included.
 
 The mode rules after login (echo only in GAME mode, AccountNo must match) and the checks of a
 relayed packet's payload (mask, checksum, type, size) are the worker's: it owns the session state
