@@ -530,3 +530,23 @@ def test_a_flooding_chatter_is_closed_and_its_neighbours_keep_chatting(make_clus
     assert 1 <= len(spam) <= 5  # at most the burst reached the neighbour
     assert [m.message for m in heard] == [sent]
     assert stopped_drops(gw.process).get("chat_flood") == 1
+
+
+def test_workers_without_pushed_keys_ack_a_push_so_the_login_port_answers_ok(make_cluster):
+    """game.verify_key = false (raw load tests): the workers keep no pushed keys, yet a
+    systemlink login-port login is answered OK at once (not NOSERVER after link_timeout)."""
+    cluster = make_cluster(cluster={"link_mode": "systemlink"}, chat={"enabled": True},
+                           auth={"link_timeout": 30.0})  # fmt: skip
+    accounts = create_accounts(cluster, 1)
+    for role in ("broker", "game", "chat", "auth", "gateway"):
+        cluster.start(role)
+    account = accounts[0]
+
+    async def scenario():
+        reply = await login_once("127.0.0.1", cluster.login_port, account.no, account.key,
+                                 timeout=20)  # fmt: skip
+        chat = await chatter(reply.chat_server_port, account.no, (0, 0))
+        return reply.status, chat
+
+    status, _ = run(scenario())
+    assert status == LoginStatus.OK

@@ -336,7 +336,12 @@ class Host:
                 self._maybe_free(account_no)  # the question placed it here; we do not hold it
             return
         if self.pending is None:
-            self.counters["push_ignored"] += 1  # not in systemlink mode: never ACK
+            # No pushed keys here (non-systemlink: the key is read from the DB; verify_key off:
+            # any key is admitted): nothing to keep, and nothing a push could add to the check,
+            # so it is ACKed at once and the login port does not wait for a timeout.
+            if mtype == PUSH:
+                self.counters["push_unchecked"] += 1
+                self.outbox_add(source, [parameter, ACK, account_no, parameter])
             return
         if mtype == PUSH:
             self.pending.push(account_no, fields[1], parameter)
