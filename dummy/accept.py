@@ -1,7 +1,8 @@
 """What the gateways accepted during a run (``accept_total``), from the monitor's samples.
 
 Each gateway process counts the connections it accepted since it started
-(``accept_total_login`` + ``accept_total_game`` of its samples), and each sample carries the
+(``accept_total_login`` + ``accept_total_game`` + ``accept_total_chat`` of its samples: every
+port, so one figure serves an echo run, a chat run, or both at once), and each sample carries the
 process's bus identity (``id``), new for every start. Summing the totals after the run and
 subtracting the sum before goes wrong as soon as a gateway restarts during the run (the new
 process starts again from 0), so the count is kept per process, from samples followed through the
@@ -36,8 +37,9 @@ log = logging.getLogger("dummy")
 
 Sample = dict[str, Any]
 
-#: The gateway counters that add up to accept_total.
-ACCEPT_COUNTERS = ("accept_total_login", "accept_total_game")
+#: The gateway counters that add up to accept_total (a gateway without the chat port has no
+#: ``accept_total_chat``, which then counts 0).
+ACCEPT_COUNTERS = ("accept_total_login", "accept_total_game", "accept_total_chat")
 #: Seconds between two questions to the monitor during the run.
 POLL_INTERVAL = 1.0
 #: How long to wait, after the run, for every live gateway to sample (longer than the monitor

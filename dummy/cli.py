@@ -12,29 +12,69 @@ import zmq
 from cluster import runtime
 from cluster.config import Config
 
-#: Run knobs shared by `dummy run`, `dummy controller` and `demo`: (flag, type, default, help).
-KNOBS: tuple[tuple[str, type, Any, str], ...] = (
-    ("--clients", int, 100, "clients in all (the original's threads x clients per thread)"),
-    ("--rand-connect", int, 100, "percent chance per loop that a disconnected client connects"),
-    ("--rand-disconnect", int, 0, "percent chance per loop that a client in game disconnects"),
-    ("--rand-contents", int, 100, "percent chance per loop that an idle client sends echoes"),
-    ("--echo-overlap", int, 1, "echoes in flight per client (pipelined)"),
-    ("--delay-action", float, 10.0, "ms between two loops over the clients (0: back to back)"),
-    ("--delay-login", float, 0.0, "ms between connecting and sending a login request"),
-    ("--duration", float, 20.0, "seconds to run"),
-    ("--ramp", float, 0.0, "new connections per second at most (0: no limit)"),
-)
+#: Run knobs of `dummy run`, `dummy controller` and `demo`: (flag, type, default, help, apps).
+#: A default of None leaves the app's own default (LoadOptions / ChatOptions).
+KNOBS: tuple[tuple[str, type, Any, str, tuple[str, ...]], ...] = (
+    ("--clients", int, 100, "clients in all (the original's threads x clients per thread)",
+     ("echo", "chat")),
+    ("--rand-connect", int, 100, "percent chance per loop that a disconnected client connects",
+     ("echo", "chat")),
+    ("--rand-disconnect", int, 0, "percent chance per loop that a logged-in client disconnects",
+     ("echo", "chat")),
+    ("--rand-contents", int, 100, "percent chance per loop that an idle client acts (echoes; "
+     "chat: a sector move or a message)", ("echo", "chat")),
+    ("--echo-overlap", int, None, "echo: echoes in flight per client, pipelined (default 1)",
+     ("echo",)),
+    ("--delay-action", float, None, "ms between two loops over the clients (0: back to back; "
+     "default 10 for echo, 1000 for chat as the original chat dummy)", ("echo", "chat")),
+    ("--delay-login", float, 0.0, "ms between connecting and sending a login request",
+     ("echo", "chat")),
+    ("--duration", float, 20.0, "seconds to run", ("echo", "chat")),
+    ("--ramp", float, 0.0, "new connections per second at most (0: no limit)", ("echo", "chat")),
+    ("--sector-range", int, None, "chat: moves go to sectors 0..N-1 in x and y, out of the "
+     "100 x 100 grid (default 10, so that clients meet)", ("chat",)),
+)  # fmt: skip
 
 
 def add_knobs(parser: argparse.ArgumentParser, **defaults: Any) -> None:
-    group = parser.add_argument_group("load knobs (as the original dummy)")
-    for flag, kind, default, text in KNOBS:
+    group = parser.add_argument_group("load knobs (as the original dummies)")
+    for flag, kind, default, text, _ in KNOBS:
         default = defaults.get(flag[2:].replace("-", "_"), default)
+        shown = "" if default is None else f" (default {default})"
         group.add_argument(flag, type=kind, default=default, metavar=kind.__name__.upper(),
-                           help=f"{text} (default {default})")  # fmt: skip
+                           help=text + shown)  # fmt: skip
     group.add_argument("--path", choices=("login", "direct"), default=defaults.get("path", "login"),
-                       help="login: login port, then the game port it names; direct: game port "
-                       "with the key from the accounts file (default %(default)s)")  # fmt: skip
+                       help="login: login port, then the game (chat) port it names; direct: "
+                       "straight to the game (chat) port with the key from the accounts file "
+                       "(default %(default)s)")  # fmt: skip
+
+
+def add_app(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--app", choices=("echo", "chat"), default="echo",
+                        help="echo: game port clients (echo and heartbeat); chat: chat port "
+                        "clients (sector moves and messages) (default %(default)s)")  # fmt: skip
+
+
+def knobs_of(args: argparse.Namespace, app: str | None = None) -> dict[str, Any]:
+    """The knobs given in `args` (those left at None are the apps' defaults) and the path: all
+    of them, or those `app` takes (ValueError for a knob given that `app` does not take)."""
+    knobs = {}
+    for flag, _, _, _, apps in KNOBS:
+        name = flag[2:].replace("-", "_")
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if app is not None and app not in apps:
+            raise ValueError(f"{flag} applies to --app {' or '.join(apps)} only")
+        knobs[name] = value
+    knobs["path"] = args.path
+    return knobs
+
+
+def knobs_for(knobs: dict[str, Any], app: str) -> dict[str, Any]:
+    """The part of `knobs` (from :func:`knobs_of`) that `app` takes."""
+    takes = {flag[2:].replace("-", "_") for flag, _, _, _, apps in KNOBS if app in apps}
+    return {k: v for k, v in knobs.items() if k in takes or k == "path"}
 
 
 def add_outputs(parser: argparse.ArgumentParser) -> None:
@@ -42,15 +82,11 @@ def add_outputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", metavar="FILE", help="write one row per second here")
 
 
-def knobs_of(args: argparse.Namespace) -> dict[str, Any]:
-    names = [flag[2:].replace("-", "_") for flag, *_ in KNOBS] + ["path"]
-    return {name: getattr(args, name) for name in names}
-
-
 def add_parsers(sub: argparse._SubParsersAction, add_config: Any) -> None:  # type: ignore[type-arg]
-    dummy = sub.add_parser("dummy", help="load the cluster like game clients do",
-                           description="The load tool: clients that speak the client protocol, "
-                           "from this machine (run) or many (controller + agents).")  # fmt: skip
+    dummy = sub.add_parser("dummy", help="load the cluster like game or chat clients do",
+                           description="The load tool: clients that speak the client protocol "
+                           "(game port echo, or chat port with --app chat), from this machine "
+                           "(run) or many (controller + agents).")  # fmt: skip
     dsub = dummy.add_subparsers(dest="dummy_command", metavar="DUMMY_COMMAND", required=True)
 
     run = dsub.add_parser("run", help="run the load from this process",
@@ -58,6 +94,7 @@ def add_parsers(sub: argparse._SubParsersAction, add_config: Any) -> None:  # ty
                           "the config describes, with a live screen (S pauses, Q quits) on a "
                           "terminal, and a report at the end.")  # fmt: skip
     add_config(run)
+    add_app(run)
     run.add_argument(
         "--accounts",
         required=True,
@@ -72,6 +109,7 @@ def add_parsers(sub: argparse._SubParsersAction, add_config: Any) -> None:  # ty
                           "of the accounts, run them together, merge their figures into one "
                           "screen and one report, and stop them at the end.")  # fmt: skip
     add_config(ctl)
+    add_app(ctl)
     ctl.add_argument(
         "--listen", required=True, metavar="tcp://HOST:PORT", help="where agents connect"
     )
@@ -101,8 +139,13 @@ def main(args: argparse.Namespace, config: Config) -> int:
     if args.dummy_command == "agent":
         return runtime.run(distributed.run_agent(args.controller))
     try:
-        accounts = run.load_accounts(args.accounts)
-        options = run.options_from(config, **knobs_of(args))
+        options: Any
+        if args.app == "chat":
+            accounts: Any = run.load_chat_accounts(args.accounts)
+            options = run.chat_options_from(config, **knobs_of(args, "chat"))
+        else:
+            accounts = run.load_accounts(args.accounts)
+            options = run.options_from(config, **knobs_of(args, "echo"))
         options.check()
         if len(accounts) < options.clients:
             raise ValueError(f"{options.clients} clients need {options.clients} accounts, "

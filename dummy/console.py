@@ -12,8 +12,20 @@ import termios
 import time
 import tty
 from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
-from dummy.report import View, progress_line, screen
+
+class Shown(Protocol):
+    """What the console shows: a view of one second (:mod:`dummy.report`)."""
+
+    paused: bool
+
+    def screen(self, title: str) -> str: ...
+
+    def progress(self) -> str: ...
+
+    def row(self) -> dict[str, Any]: ...
+
 
 log = logging.getLogger("dummy")
 
@@ -32,14 +44,14 @@ class Console:
         self.paused = False
         self._next_progress = time.monotonic() + PROGRESS_INTERVAL
 
-    def show(self, view: View) -> None:
+    def show(self, view: Shown) -> None:
         view.paused = self.paused
         if self.interactive:
-            sys.stdout.write(CLEAR + screen(view, self.title) + "\n")
+            sys.stdout.write(CLEAR + view.screen(self.title) + "\n")
             sys.stdout.flush()
         elif time.monotonic() >= self._next_progress:
             self._next_progress = time.monotonic() + PROGRESS_INTERVAL
-            log.info("%s", progress_line(view))
+            log.info("%s", view.progress())
 
     def _key(self) -> None:
         try:

@@ -6,7 +6,9 @@ Messages (the first frame names the kind; the second is a msgpack map):
 kind       direction             map
 =========  ====================  ===============================================================
 HELLO      agent -> controller   ``{"host", "pid"}``, repeated until START arrives
-START      controller -> agent   ``{"options": LoadOptions fields, "accounts": [[no, key], ...]}``
+START      controller -> agent   ``{"app": "echo"|"chat", "options": LoadOptions (echo) or
+                                 ChatOptions (chat) fields, "accounts": [[no, key], ...] (echo)
+                                 or [[no, id, nick, key], ...] (chat)}``
 SECOND     agent -> controller   one second: counts, cumulative ``totals``, ``latency`` (that
                                  second's histogram); also the agent's heartbeat
 HB         controller -> agent   the controller is alive (every second)
@@ -14,11 +16,13 @@ STOP       controller -> agent   end the run now
 FINAL      agent -> controller   ``{"totals", "latency"}`` of the whole run; then the agent exits
 =========  ====================  ===============================================================
 
-The controller waits for N agents, gives each a share of the clients and a disjoint slice of the
-accounts, starts them together, merges their seconds into one screen and one report, and stops
-them all at the end. An agent silent for :data:`AGENT_TIMEOUT` seconds is marked lost: the run goes
-on with the others and the report says so (counting what the lost agent reported until then). An
-agent whose controller falls silent for :data:`CONTROLLER_TIMEOUT` seconds stops on its own.
+The app (``--app``) is the controller's: every agent runs the engine it names
+(:mod:`dummy.engine` for echo, :mod:`dummy.chat_engine` for chat). The controller waits for N
+agents, gives each a share of the clients and a disjoint slice of the accounts, starts them
+together, merges their seconds into one screen and one report, and stops them all at the end.
+An agent silent for :data:`AGENT_TIMEOUT` seconds is marked lost: the run goes on with the
+others and the report says so (counting what the lost agent reported until then). An agent
+whose controller falls silent for :data:`CONTROLLER_TIMEOUT` seconds stops on its own.
 """
 
 from __future__ import annotations
@@ -39,10 +43,20 @@ import zmq.asyncio
 
 from cluster.config import Config
 from dummy.accept import AcceptWatch
+from dummy.chat_engine import ChatAccount, ChatEngine, ChatOptions, ChatSecond, ChatTotals
 from dummy.console import Console
-from dummy.engine import Engine, LoadOptions, SecondStats, Totals
+from dummy.engine import Counters, Engine, LoadOptions, SecondStats, Totals
 from dummy.histogram import Histogram
-from dummy.report import View, build_report, summary, write_csv, write_report
+from dummy.report import (
+    ChatView,
+    View,
+    build_chat_report,
+    build_report,
+    chat_summary,
+    summary,
+    write_csv,
+    write_report,
+)
 from dummy.run import exit_code
 
 log = logging.getLogger("dummy")
@@ -80,7 +94,7 @@ class Agent:
     status: str = "waiting"  # waiting | running | finished | lost
     last_heard: float = field(default_factory=time.monotonic)
     second: dict[str, Any] | None = None  # its latest SECOND
-    totals: Totals = field(default_factory=Totals)
+    totals: Counters = field(default_factory=Totals)  # Totals (echo) or ChatTotals (chat)
     seconds_latency: Histogram = field(default_factory=Histogram)  # merged from its SECONDs
     final_latency: Histogram | None = None
 
@@ -97,8 +111,9 @@ class Agent:
 
 
 class Controller:
-    def __init__(self, config: Config, listen: str, expected: int, options: LoadOptions,
-                 accounts: list[tuple[int, bytes]]) -> None:  # fmt: skip
+    def __init__(self, config: Config, listen: str, expected: int,
+                 options: LoadOptions | ChatOptions,
+                 accounts: list[tuple[int, bytes]] | list[ChatAccount]) -> None:  # fmt: skip
         options.check()
         if len(accounts) < options.clients:
             raise ValueError(f"{options.clients} clients need {options.clients} accounts, "
@@ -106,6 +121,8 @@ class Controller:
         if options.clients < expected:
             raise ValueError(f"{expected} agents need at least {expected} clients")
         self.config = config
+        self.app = "chat" if isinstance(options, ChatOptions) else "echo"
+        self.totals_type: type[Counters] = ChatTotals if self.app == "chat" else Totals
         self.listen = listen
         self.expected = expected
         self.options = options
@@ -168,8 +185,9 @@ class Controller:
                 "clients": share,
                 "duration": self.options.duration + CONTROLLER_TIMEOUT,
             }
-            self._send(agent, START, {"options": options,
-                                      "accounts": [[no, key] for no, key in accounts]})  # fmt: skip
+            agent.totals = self.totals_type()
+            self._send(agent, START, {"app": self.app, "options": options,
+                                      "accounts": [list(a) for a in accounts]})  # fmt: skip
 
     def toggle_pause(self) -> bool:
         self.paused = not self.paused
@@ -178,28 +196,18 @@ class Controller:
                 self._send(agent, b"PAUSE" if self.paused else b"RESUME")
         return self.paused
 
-    def _view(self, elapsed: float, latency: Histogram) -> View:
-        view = View(elapsed=elapsed, agents=len(self.agents), latency=latency)
-        delays = []
+    def _view(self, elapsed: float, latency: Histogram) -> View | ChatView:
+        totals = self.totals_type()
+        maps = []
+        lost = 0
         for agent in self.agents.values():
+            totals.add(agent.totals)
             if agent.status == "lost":
-                view.agents_lost += 1
-            view.totals.add(agent.totals)
-            second = agent.second
-            if second is None or agent.status == "lost":
-                continue
-            view.clients += int(second["clients"])
-            view.in_login += int(second["in_login"])
-            view.in_game += int(second["in_game"])
-            view.reply_wait += int(second["reply_wait"])
-            view.send_tps += float(second["send_tps"])
-            view.recv_tps += float(second["recv_tps"])
-            delays.append(second["action_delay_ms"])
-        if delays:
-            view.action_delay_ms = (min(d[0] for d in delays),
-                                    sum(d[1] for d in delays) / len(delays),
-                                    max(d[2] for d in delays))  # fmt: skip
-        return view
+                lost += 1
+            elif agent.second is not None:
+                maps.append(agent.second)
+        kind = ChatView if self.app == "chat" else View
+        return kind.from_maps(maps, totals, latency, elapsed, len(self.agents), lost)  # type: ignore[arg-type]
 
     async def run(self, console: Console) -> tuple[list[dict[str, Any]], float]:
         """Drive the run; returns the per-second rows and the duration."""
@@ -243,12 +251,12 @@ class Controller:
         agent.last_heard = time.monotonic()
         if kind == SECOND:
             agent.second = data
-            agent.totals = Totals.from_dict(data["totals"])
+            agent.totals = self.totals_type.from_dict(data["totals"])
             latency = Histogram.from_dict(data["latency"])
             agent.seconds_latency.merge(latency)
             second_latency.merge(latency)
         elif kind == FINAL:
-            agent.totals = Totals.from_dict(data["totals"])
+            agent.totals = self.totals_type.from_dict(data["totals"])
             agent.final_latency = Histogram.from_dict(data["latency"])
             agent.status = "finished"
 
@@ -286,34 +294,37 @@ class Controller:
 
 
 async def run_controller(
-    config: Config, listen: str, expected: int, options: LoadOptions,
-    accounts: list[tuple[int, bytes]], report_path: Path | None, csv_path: Path | None,
-    wait: float,
+    config: Config, listen: str, expected: int, options: LoadOptions | ChatOptions,
+    accounts: list[tuple[int, bytes]] | list[ChatAccount], report_path: Path | None,
+    csv_path: Path | None, wait: float,
 ) -> int:  # fmt: skip
     controller = Controller(config, listen, expected, options, accounts)
     watch = AcceptWatch(config)  # the accept figure comes from the monitor, once
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, controller.stop.set)
+    chat = controller.app == "chat"
     try:
         log.info("waiting for %d agents on %s", expected, listen)
         await controller.gather(wait)
         await watch.start()
         controller.start_all()
-        console = Console("Dummy controller", controller.toggle_pause, controller.stop.set)
+        title = "Chat dummy controller" if chat else "Dummy controller"
+        console = Console(title, controller.toggle_pause, controller.stop.set)
         with console.keys():
             rows, duration = await controller.run(console)
         accepted = await watch.finish()
-        totals = Totals()
+        totals = controller.totals_type()
         for agent in controller.agents.values():
             totals.add(agent.totals)
-        report = build_report(
-            totals, controller.latency(), duration=duration, clients=options.clients,
-            accept_total=accepted.total, accept_note=accepted.note,
+        build = build_chat_report if chat else build_report
+        report = build(
+            totals, controller.latency(), duration=duration,  # type: ignore[arg-type]
+            clients=options.clients, accept_total=accepted.total, accept_note=accepted.note,
             accept_gateways=accepted.gateways, options=asdict(options),
             agents=[a.record() for a in controller.agents.values()],
         )  # fmt: skip
-        print(summary(report), flush=True)
+        print(chat_summary(report) if chat else summary(report), flush=True)
         if report_path is not None:
             write_report(report_path, report)
         if csv_path is not None:
@@ -325,15 +336,6 @@ async def run_controller(
 
 
 # -- agent -----------------------------------------------------------------------------------------
-
-
-def _second_map(stats: SecondStats) -> dict[str, Any]:
-    return {
-        "elapsed": stats.elapsed, "clients": stats.clients, "in_login": stats.in_login,
-        "in_game": stats.in_game, "reply_wait": stats.reply_wait, "send_tps": stats.send_tps,
-        "recv_tps": stats.recv_tps, "totals": stats.totals.to_dict(),
-        "latency": stats.latency.to_dict(), "action_delay_ms": list(stats.action_delay_ms),
-    }  # fmt: skip
 
 
 async def run_agent(controller_endpoint: str) -> int:
@@ -358,14 +360,14 @@ async def run_agent(controller_endpoint: str) -> int:
                     start = _unpack(data)
         if start is None:
             return 1
-        options = LoadOptions(**start["options"])
-        accounts = [(int(no), bytes(key)) for no, key in start["accounts"]]
-        engine = Engine(options, accounts)
-        log.info("agent: running %d clients for %.0fs", options.clients, options.duration)
+        engine = _engine(start)
+        options = engine.options
+        log.info("agent: running %d %s clients for %.0fs", options.clients,
+                 start.get("app", "echo"), options.duration)  # fmt: skip
         last_heard = time.monotonic()
 
-        def on_second(stats: SecondStats) -> None:
-            sock.send_multipart([SECOND, _pack(_second_map(stats))])
+        def on_second(stats: SecondStats | ChatSecond) -> None:
+            sock.send_multipart([SECOND, _pack(stats.to_map())])
 
         async def listen() -> None:
             nonlocal last_heard
@@ -384,13 +386,26 @@ async def run_agent(controller_endpoint: str) -> int:
                     stop.set()
 
         listener = asyncio.create_task(listen())
-        totals = await engine.run(stop, on_second)
+        totals: Counters = await engine.run(stop, on_second)
         listener.cancel()
         await sock.send_multipart(
             [FINAL, _pack({"totals": totals.to_dict(), "latency": engine.latency.to_dict()})]
         )
-        log.info("agent: done (%d connects, %d echoes)", totals.connect_total, totals.echo_recv)
+        log.info("agent: done (%d connects)", totals.connect_total)  # type: ignore[attr-defined]
         return 0
     finally:
         sock.close()
         context.term()
+
+
+def _engine(start: dict[str, Any]) -> Engine | ChatEngine:
+    """The engine a START message asks for."""
+    app = start.get("app", "echo")
+    if app == "chat":
+        accounts = [ChatAccount(int(no), str(uid), str(nick), bytes(key))
+                    for no, uid, nick, key in start["accounts"]]  # fmt: skip
+        return ChatEngine(ChatOptions(**start["options"]), accounts)
+    if app != "echo":
+        raise ValueError(f"unknown app {app!r}")
+    return Engine(LoadOptions(**start["options"]),
+                  [(int(no), bytes(key)) for no, key in start["accounts"]])  # fmt: skip

@@ -26,7 +26,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import IntEnum
-from typing import Any, cast
+from typing import Any, Generic, Protocol, Self, TypeVar, cast
 
 from cluster.codec import Codec, RemoteProtocolError
 from cluster.messages import (
@@ -90,8 +90,38 @@ class LoadOptions:
 
 
 @dataclass
-class Totals:
-    """Counters of a run (or of one second); they add up across agents."""
+class Counters:
+    """Counters that add up across seconds and agents: every other field of a subclass is an
+    int, and ``errors`` counts by kind."""
+
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: Self) -> Self:
+        for name, value in asdict(other).items():
+            if name == "errors":
+                self.errors.update(other.errors)
+            else:
+                setattr(self, name, getattr(self, name) + value)
+        return self
+
+    def copy(self) -> Self:
+        return type(self)().add(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["errors"] = dict(self.errors)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        errors = Counter({str(k): int(v) for k, v in known.pop("errors", {}).items()})
+        return cls(**{k: int(v) for k, v in known.items()}, errors=errors)
+
+
+@dataclass
+class Totals(Counters):
+    """Counters of a game (echo) run (or of one second); they add up across agents."""
 
     connect_total: int = 0  # successful TCP connects, login and game ports
     connect_fail: int = 0
@@ -102,26 +132,6 @@ class Totals:
     echo_recv: int = 0
     packets_sent: int = 0
     packets_recv: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-
-    def add(self, other: Totals) -> Totals:
-        for name, value in asdict(other).items():
-            if name == "errors":
-                self.errors.update(other.errors)
-            else:
-                setattr(self, name, getattr(self, name) + value)
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["errors"] = dict(self.errors)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Totals:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        errors = Counter({str(k): int(v) for k, v in known.pop("errors", {}).items()})
-        return cls(**{k: int(v) for k, v in known.items()}, errors=errors)
 
 
 class Phase(IntEnum):
@@ -372,27 +382,45 @@ class SecondStats:
     latency: Histogram  # echo latencies of this second
     action_delay_ms: tuple[float, float, float]  # min, avg, max of this second
 
+    def to_map(self) -> dict[str, Any]:
+        """The map an agent sends the controller each second (msgpack-able)."""
+        return {
+            "elapsed": self.elapsed, "clients": self.clients, "in_login": self.in_login,
+            "in_game": self.in_game, "reply_wait": self.reply_wait, "send_tps": self.send_tps,
+            "recv_tps": self.recv_tps, "totals": self.totals.to_dict(),
+            "latency": self.latency.to_dict(), "action_delay_ms": list(self.action_delay_ms),
+        }  # fmt: skip
 
-class Engine:
-    """Runs `options` with one client per account in `accounts` ((AccountNo, key) pairs)."""
 
-    def __init__(self, options: LoadOptions, accounts: list[tuple[int, bytes]]) -> None:
-        options.check()
-        if len(accounts) < options.clients:
-            raise ValueError(
-                f"{options.clients} clients need {options.clients} accounts, "
-                f"the list has {len(accounts)}"
-            )
+class LoadClient(Protocol):
+    """What the engine's action loop needs of a client."""
+
+    def tick(self, now: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
+TotalsT = TypeVar("TotalsT", bound=Counters)
+SecondT = TypeVar("SecondT")
+
+
+class LoadEngine(Generic[TotalsT, SecondT]):
+    """What every load engine shares: the action loop over the clients every ``delay_action``
+    ms, the ramp, the pause, connect failure logging, the per-second callback and the wind
+    down. Subclasses make the clients and :meth:`_second`."""
+
+    clients: list[Any]  # LoadClient each
+
+    def __init__(self, options: Any, totals: TotalsT) -> None:
         self.options = options
         self.codec = Codec(options.code, options.key1, options.key2)
         self.loop = asyncio.get_event_loop()
-        self.totals = Totals()
+        self.totals = totals
         self.latency = Histogram()  # the whole run
         self.second_latency = Histogram()
         self.paused = False
         self.stopping = False
         self.first_error: str | None = None
-        self.clients = [DummyClient(self, no, key) for no, key in accounts[: options.clients]]
         self._random = random.Random()
         self._tasks: set[asyncio.Task[None]] = set()
         self._ramp_tokens = float(options.clients)
@@ -428,47 +456,29 @@ class Engine:
         task.add_done_callback(self._tasks.discard)
 
     def toggle_pause(self) -> bool:
-        """S on the screen: stop / resume sending contents (echoes). Returns the new state."""
+        """S on the screen: stop / resume sending contents. Returns the new state."""
         self.paused = not self.paused
         return self.paused
 
-    def _second(self, elapsed: float, last: Totals, window: float) -> SecondStats:
-        in_login = in_game = reply_wait = 0
-        for client in self.clients:
-            if client.phase == Phase.IN_GAME:
-                in_game += 1
-                if client.inflight:
-                    reply_wait += 1
-            elif client.phase != Phase.IDLE:
-                in_login += 1
+    def action_delays(self) -> tuple[float, float, float]:
+        """Min, avg and max of the action loop's period this second (then forgotten)."""
         delays = self._delays or [0.0]
-        stats = SecondStats(
-            elapsed=round(elapsed, 3),
-            clients=len(self.clients),
-            in_login=in_login,
-            in_game=in_game,
-            reply_wait=reply_wait,
-            totals=Totals().add(self.totals),
-            send_tps=(self.totals.packets_sent - last.packets_sent) / window,
-            recv_tps=(self.totals.packets_recv - last.packets_recv) / window,
-            latency=self.second_latency,
-            action_delay_ms=(min(delays), sum(delays) / len(delays), max(delays)),
-        )
-        self.latency.merge(self.second_latency)
-        self.second_latency = Histogram()
         self._delays = []
-        return stats
+        return (min(delays), sum(delays) / len(delays), max(delays))
+
+    def _second(self, elapsed: float, last: TotalsT, window: float) -> SecondT:
+        raise NotImplementedError
 
     async def run(
-        self, stop: asyncio.Event, on_second: Callable[[SecondStats], None] | None = None
-    ) -> Totals:
+        self, stop: asyncio.Event, on_second: Callable[[SecondT], None] | None = None
+    ) -> TotalsT:
         """Run for ``options.duration`` seconds (or until `stop`), then close every connection
         and wait for connects still under way, so that every connect is counted."""
         started = time.monotonic()
         if self.options.ramp:
             self._ramp_tokens = 0.0
         ticker = self.loop.create_task(self._action_loop(stop))
-        last, last_at = Totals(), started
+        last, last_at = self.totals.copy(), started
         end = started + self.options.duration
         while not stop.is_set() and time.monotonic() < end:
             try:
@@ -478,7 +488,9 @@ class Engine:
             now = time.monotonic()
             if now - last_at >= 0.999 or ((stop.is_set() or now >= end) and now - last_at > 0.5):
                 stats = self._second(now - started, last, max(now - last_at, 1e-3))
-                last, last_at = Totals().add(self.totals), now
+                self.latency.merge(self.second_latency)
+                self.second_latency = Histogram()
+                last, last_at = self.totals.copy(), now
                 if on_second is not None:
                     on_second(stats)
         self.stopping = True
@@ -512,3 +524,40 @@ class Engine:
         for client in self.clients:
             client.close()
         await asyncio.sleep(0.05)  # let the closes go out
+
+
+class Engine(LoadEngine[Totals, SecondStats]):
+    """Runs `options` with one client per account in `accounts` ((AccountNo, key) pairs)."""
+
+    def __init__(self, options: LoadOptions, accounts: list[tuple[int, bytes]]) -> None:
+        options.check()
+        if len(accounts) < options.clients:
+            raise ValueError(
+                f"{options.clients} clients need {options.clients} accounts, "
+                f"the list has {len(accounts)}"
+            )
+        super().__init__(options, Totals())
+        self.options: LoadOptions = options
+        self.clients = [DummyClient(self, no, key) for no, key in accounts[: options.clients]]
+
+    def _second(self, elapsed: float, last: Totals, window: float) -> SecondStats:
+        in_login = in_game = reply_wait = 0
+        for client in self.clients:
+            if client.phase == Phase.IN_GAME:
+                in_game += 1
+                if client.inflight:
+                    reply_wait += 1
+            elif client.phase != Phase.IDLE:
+                in_login += 1
+        return SecondStats(
+            elapsed=round(elapsed, 3),
+            clients=len(self.clients),
+            in_login=in_login,
+            in_game=in_game,
+            reply_wait=reply_wait,
+            totals=self.totals.copy(),
+            send_tps=(self.totals.packets_sent - last.packets_sent) / window,
+            recv_tps=(self.totals.packets_recv - last.packets_recv) / window,
+            latency=self.second_latency,
+            action_delay_ms=self.action_delays(),
+        )

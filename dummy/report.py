@@ -1,8 +1,10 @@
 """What a dummy run shows and leaves behind: the live screen, progress lines, the JSON report
-and the per-second CSV.
+and the per-second CSV, for the game (echo) load and for the chat load.
 
-The screen and the progress line take a :class:`View`, the merged state of one second (one
-engine, or every agent of a distributed run), so local and distributed runs look the same.
+The screen and the progress line take a view, the merged state of one second (one engine, or
+every agent of a distributed run), so local and distributed runs look the same: :class:`View`
+for echo, :class:`ChatView` for chat, :class:`Views` for both at once (the demo). Each has
+``screen(title)``, ``progress()`` and ``row()``, which is all the console needs.
 """
 
 from __future__ import annotations
@@ -14,8 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dummy.chat_engine import CHECK_ERRORS, ChatTotals
 from dummy.engine import Totals
 from dummy.histogram import Histogram
+
+
+def _merge_delays(delays: list[Any]) -> tuple[float, float, float]:
+    if not delays:
+        return (0.0, 0.0, 0.0)
+    return (min(d[0] for d in delays), sum(d[1] for d in delays) / len(delays),
+            max(d[2] for d in delays))  # fmt: skip
 
 
 @dataclass
@@ -58,6 +68,29 @@ class View:
             "errors": sum(t.errors.values()),
         }
 
+    def screen(self, title: str = "Dummy") -> str:
+        return screen(self, title)
+
+    def progress(self) -> str:
+        return progress_line(self)
+
+    @classmethod
+    def from_maps(cls, maps: list[dict[str, Any]], totals: Totals, latency: Histogram,
+                  elapsed: float, agents: int = 1, agents_lost: int = 0) -> View:  # fmt: skip
+        """The view of one second from the second maps of every live source
+        (:meth:`dummy.engine.SecondStats.to_map`), with the summed totals."""
+        view = cls(elapsed=elapsed, agents=agents, agents_lost=agents_lost, totals=totals,
+                   latency=latency)  # fmt: skip
+        for second in maps:
+            view.clients += int(second["clients"])
+            view.in_login += int(second["in_login"])
+            view.in_game += int(second["in_game"])
+            view.reply_wait += int(second["reply_wait"])
+            view.send_tps += float(second["send_tps"])
+            view.recv_tps += float(second["recv_tps"])
+        view.action_delay_ms = _merge_delays([m["action_delay_ms"] for m in maps])
+        return view
+
 
 def screen(view: View, title: str = "Dummy") -> str:
     """The live screen, as the original dummy's console (no ANSI codes)."""
@@ -93,6 +126,138 @@ def progress_line(view: View) -> str:
     )
 
 
+@dataclass
+class ChatView:
+    """One second of a chat run, merged over every source (engine or agent)."""
+
+    elapsed: float = 0.0
+    clients: int = 0
+    in_login: int = 0
+    in_chat: int = 0
+    connected: int = 0
+    reply_wait: int = 0
+    send_tps: float = 0.0
+    recv_tps: float = 0.0
+    totals: ChatTotals = field(default_factory=ChatTotals)
+    latency: Histogram = field(default_factory=Histogram)  # this second
+    action_delay_ms: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    agents: int = 1
+    agents_lost: int = 0
+    paused: bool = False
+
+    @classmethod
+    def from_maps(cls, maps: list[dict[str, Any]], totals: ChatTotals, latency: Histogram,
+                  elapsed: float, agents: int = 1, agents_lost: int = 0) -> ChatView:  # fmt: skip
+        """The view of one second from the second maps of every live source
+        (:meth:`dummy.chat_engine.ChatSecond.to_map`), with the summed totals."""
+        view = cls(elapsed=elapsed, agents=agents, agents_lost=agents_lost, totals=totals,
+                   latency=latency)  # fmt: skip
+        for second in maps:
+            view.clients += int(second["clients"])
+            view.in_login += int(second["in_login"])
+            view.in_chat += int(second["in_chat"])
+            view.connected += int(second["connected"])
+            view.reply_wait += int(second["reply_wait"])
+            view.send_tps += float(second["send_tps"])
+            view.recv_tps += float(second["recv_tps"])
+        view.action_delay_ms = _merge_delays([m["action_delay_ms"] for m in maps])
+        return view
+
+    def row(self) -> dict[str, Any]:
+        """The CSV row of this second."""
+        t = self.totals
+        return {
+            "elapsed_s": round(self.elapsed, 1),
+            "clients": self.clients,
+            "in_login": self.in_login,
+            "in_chat": self.in_chat,
+            "connected": self.connected,
+            "reply_wait": self.reply_wait,
+            "connect_total": t.connect_total,
+            "connect_fail": t.connect_fail,
+            "login_down": t.login_down,
+            "chat_down": t.chat_down,
+            "send_tps": round(self.send_tps),
+            "recv_tps": round(self.recv_tps),
+            "moves_sent": t.moves_sent,
+            "messages_sent": t.messages_sent,
+            "messages_recv": t.messages_recv,
+            "deliveries": t.deliveries,
+            "latency_p50_ms": round(self.latency.percentile(50) / 1000, 3),
+            "latency_p99_ms": round(self.latency.percentile(99) / 1000, 3),
+            "latency_max_ms": round(self.latency.max / 1000, 3),
+            "check_errors": t.check_errors(),
+            "errors": sum(t.errors.values()),
+        }
+
+    def screen(self, title: str = "Chat Dummy") -> str:
+        """The live screen, as the original chat dummy's console (login stage, chat stage)."""
+        t = self.totals
+        lat = self.latency
+        low, avg, high = self.action_delay_ms
+        disconnected = self.clients - self.connected
+        lines = [
+            f"== {title} ==  {time.strftime('%H:%M:%S')}  elapsed {self.elapsed:.0f}s  "
+            f"MODE : {'STOP' if self.paused else 'PLAY'}   (S: pause/resume connects and "
+            "contents, Q: quit)",
+            f" Client Total     : {self.clients:>9}    Agents           : {self.agents}"
+            + (f" ({self.agents_lost} lost)" if self.agents_lost else ""),
+            f" Connect Total    : {t.connect_total:>9}    Disconnect       : {disconnected:>9}",
+            " -- login --",
+            f" IN Login         : {self.in_login:>9}    ConnectFail      : "
+            f"{t.connect_fail - t.chat_connect_fail:>9}",
+            f" Login DownClient : {t.login_down:>9}",
+            " -- chat --",
+            f" IN Chat          : {self.in_chat:>9}    Connect / Login  : "
+            f"{self.connected:>5} / {self.in_chat}",
+            f" ConnectFail      : {t.chat_connect_fail:>9}    Chat DownClient  : {t.chat_down:>9}",
+            f" ReplyWait        : {self.reply_wait:>9}    Send/Recv TPS    : "
+            f"{self.send_tps:.0f} / {self.recv_tps:.0f}",
+            f" Messages         : sent {t.messages_sent}  received {t.messages_recv} (own "
+            f"{t.echoes}, from dummies {t.deliveries}, foreign {t.foreign})  missed "
+            f"{t.missed}/{t.expected}",
+            f" Sector moves     : sent {t.moves_sent}  answered {t.moves_recv}",
+            f" Reply latency    : p50 {lat.percentile(50) / 1000:.2f} ms  p99 "
+            f"{lat.percentile(99) / 1000:.2f} ms  max {lat.max / 1000:.2f} ms",
+            f" Action Delay     : min {low:.1f} ms  avg {avg:.1f} ms  max {high:.1f} ms",
+            " Check Errors     : " + (", ".join(f"{k} {v}" for k, v in sorted(t.errors.items())
+                                              if k in CHECK_ERRORS) or "none"),
+            " Other Errors     : " + (", ".join(f"{k} {v}" for k, v in sorted(t.errors.items())
+                                              if k not in CHECK_ERRORS) or "none"),
+        ]  # fmt: skip
+        return "\n".join(lines)
+
+    def progress(self) -> str:
+        """One line for logs when not on a terminal."""
+        t = self.totals
+        return (
+            f"chat dummy {self.elapsed:.0f}s in_chat={self.in_chat}/{self.clients} "
+            f"connect_total={t.connect_total} down={t.down_client} "
+            f"messages={t.messages_sent}/{t.messages_recv} deliveries={t.deliveries} "
+            f"p99_ms={self.latency.percentile(99) / 1000:.2f} check_errors={t.check_errors()} "
+            f"errors={sum(t.errors.values())}"
+        )
+
+
+@dataclass
+class Views:
+    """Several loads at once (the demo: echo and chat), shown one above the other."""
+
+    parts: list[tuple[str, View | ChatView]]
+    paused: bool = False
+
+    def screen(self, title: str = "Dummy") -> str:
+        for _, view in self.parts:
+            view.paused = self.paused
+        return "\n".join(view.screen(f"{title}: {name}") for name, view in self.parts)
+
+    def progress(self) -> str:
+        return " | ".join(view.progress() for _, view in self.parts)
+
+    def row(self) -> dict[str, Any]:
+        return {f"{name}_{k}": v for name, view in self.parts for k, v in view.row().items()}
+
+
 def build_report(
     totals: Totals,
     latency: Histogram,
@@ -109,6 +274,7 @@ def build_report(
     (``accept_note`` then says why); ``accept_gateways`` has one entry per gateway process that
     accepted during the run (see :mod:`dummy.accept`)."""
     report: dict[str, Any] = {
+        "app": "echo",
         "duration_s": round(duration, 3),
         "clients": clients,
         "connect_total": totals.connect_total,
@@ -132,9 +298,10 @@ def build_report(
     return report
 
 
-def summary(report: dict[str, Any]) -> str:
+def summary(report: dict[str, Any], accept_check: bool = True) -> str:
     """The closing lines printed after a run, with the original's ConnectTotal == AcceptTotal
-    check stated plainly."""
+    check stated plainly (unless `accept_check` is off: the demo states it once for both
+    loads)."""
     lat = report["latency_ms"]
     errors = report["errors"]
     lines = [
@@ -145,7 +312,16 @@ def summary(report: dict[str, Any]) -> str:
         f"down clients {report['down_client']}, logins in game {report['login_ok']}",
         "errors: " + (", ".join(f"{k}={v}" for k, v in errors.items()) or "none"),
     ]
-    lost = [a for a in report["agents"] if a.get("status") == "lost"]
+    if accept_check:
+        lines.append(accept_lines(report))
+    return "\n".join(lines)
+
+
+def accept_lines(report: dict[str, Any]) -> str:
+    """The end of a summary: lost agents, gateways that came or went, and the original's
+    ConnectTotal == AcceptTotal check stated plainly."""
+    lines = []
+    lost = [a for a in report.get("agents", []) if a.get("status") == "lost"]
     if lost:
         lines.append(f"agents lost during the run: {', '.join(a['id'] for a in lost)} "
                      "(their counts up to their last report are included)")  # fmt: skip
@@ -188,3 +364,77 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(out, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def build_chat_report(
+    totals: ChatTotals,
+    latency: Histogram,
+    *,
+    duration: float,
+    clients: int,
+    accept_total: int | None,
+    agents: list[dict[str, Any]],
+    options: dict[str, Any],
+    accept_note: str | None = None,
+    accept_gateways: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The JSON report of a chat run; the connect check as in :func:`build_report`.
+    ``check_errors`` sums the error kinds that are checks (replies that must never come)."""
+    return {
+        "app": "chat",
+        "duration_s": round(duration, 3),
+        "clients": clients,
+        "connect_total": totals.connect_total,
+        "connect_fail": totals.connect_fail,
+        "chat_connect_fail": totals.chat_connect_fail,
+        "down_client": totals.down_client,
+        "login_down": totals.login_down,
+        "chat_down": totals.chat_down,
+        "accept_total": accept_total,
+        "connect_matches_accept": (
+            None if accept_total is None else accept_total == totals.connect_total
+        ),
+        "accept_note": accept_note,
+        "accept_gateways": accept_gateways or [],
+        "disconnects": totals.disconnects,
+        "login_ok": totals.login_ok,
+        "moves_sent": totals.moves_sent,
+        "moves_recv": totals.moves_recv,
+        "messages_sent": totals.messages_sent,
+        "messages_recv": totals.messages_recv,
+        "echoes": totals.echoes,
+        "deliveries": totals.deliveries,
+        "foreign": totals.foreign,
+        "expected": totals.expected,
+        "missed": totals.missed,
+        "heartbeats": totals.heartbeats,
+        "check_errors": totals.check_errors(),
+        "errors": dict(sorted(totals.errors.items())),
+        "latency_ms": latency.summary_ms(),
+        "agents": agents,
+        "options": options,
+    }
+
+
+def chat_summary(report: dict[str, Any], accept_check: bool = True) -> str:
+    """The closing lines of a chat run (and the connect check, unless `accept_check` is off)."""
+    lat = report["latency_ms"]
+    errors = report["errors"]
+    checks = {k: v for k, v in errors.items() if k in CHECK_ERRORS}
+    others = {k: v for k, v in errors.items() if k not in CHECK_ERRORS}
+    lines = [
+        f"chat clients {report['clients']} for {report['duration_s']:.0f}s: messages sent "
+        f"{report['messages_sent']}, received {report['messages_recv']} (own "
+        f"{report['echoes']}, from other dummies {report['deliveries']}, foreign "
+        f"{report['foreign']}), sector moves {report['moves_sent']}, reply latency p50 "
+        f"{lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms",
+        f"certain deliveries {report['expected']}, missed {report['missed']}",
+        f"connects {report['connect_total']} (failed {report['connect_fail']}), down clients "
+        f"login {report['login_down']} chat {report['chat_down']}, chat logins "
+        f"{report['login_ok']}",
+        "check errors: " + (", ".join(f"{k}={v}" for k, v in checks.items()) or "none"),
+        "other errors: " + (", ".join(f"{k}={v}" for k, v in others.items()) or "none"),
+    ]
+    if accept_check:
+        lines.append(accept_lines(report))
+    return "\n".join(lines)

@@ -224,6 +224,12 @@ def test_stale_repeats_other_roles_and_gateways_gone_before_the_run_add_nothing(
     assert {g.id: g.accepted for g in ledger.gateways.values()} == {"a": 3, "dead": 0}
 
 
+def test_the_chat_port_accepts_count_too_and_a_gateway_without_it_counts_0():
+    before = [gw("a", 100.0, 10, 10) | {"accept_total_chat": 5}, gw("old", 100.0, 1, 1)]
+    after = [gw("a", 101.0, 12, 10) | {"accept_total_chat": 9}, gw("old", 101.0, 2, 1)]
+    assert accepted_during(before, after) == (2 + 4) + 1
+
+
 def test_a_counter_going_back_within_one_identity_keeps_what_was_counted():
     before = [gw("a", 100.0, 10, 0)]
     assert accepted_during(before, [gw("a", 101.0, 30, 0)], [gw("a", 102.0, 4, 0)]) == 20 + 4

@@ -5,6 +5,12 @@ database, creates as many accounts as there are clients, starts every role with 
 (its log goes to a file in that directory), runs the dummy through the login path, prints the
 report summary, and stops everything. Ports and all other settings come from the configuration
 (defaults, or ``--config``).
+
+With ``[chat] enabled`` (the default) the chat load runs beside the game load, on accounts of its
+own (an account logs in through the login port for one of them at a time): the same knobs, except
+that the chat load keeps its own ``delay_action`` default (the original chat dummy's) unless one
+is given, and ``chat_knobs`` override any of them for the chat load alone. The report then has
+both loads' reports (``game``, ``chat``) and one connect check for the two at the top.
 """
 
 from __future__ import annotations
@@ -81,31 +87,61 @@ async def _stop_cluster(process: asyncio.subprocess.Process) -> None:
             await process.wait()
 
 
+def split_knobs(
+    knobs: dict[str, Any], chat_overrides: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The game load's and the chat load's knobs in a demo: each takes those of `knobs` it has
+    (echo_overlap is the game's, sector_range the chat's), `chat_overrides` on top for chat."""
+    from dummy.cli import knobs_for
+
+    return knobs_for(knobs, "echo"), knobs_for(knobs, "chat") | (chat_overrides or {})
+
+
 async def demo(config: Config, link_mode: str, knobs: dict[str, Any], report: Path | None,
-               keep: bool) -> int:  # fmt: skip
-    from dummy.run import load_accounts, options_from, run_local
+               keep: bool, chat_knobs: dict[str, Any] | None = None) -> int:  # fmt: skip
+    from dummy.run import (
+        chat_options_from,
+        load_accounts,
+        load_chat_accounts,
+        options_from,
+        run_local,
+        run_together,
+    )
 
     directory = Path(tempfile.mkdtemp(prefix="cluster-demo-"))
     config = demo_config(config, directory, link_mode)
     config_path = directory / "cluster.toml"
     config_path.write_text(to_toml(config))
     accounts_path = directory / "accounts.tsv"
+    chat = config.chat.enabled
+    knobs, chat_load = split_knobs(knobs, chat_knobs)
     clients = int(knobs["clients"])
-    print(f"demo: {link_mode}, {clients} clients for {knobs['duration']:.0f}s", flush=True)
+    chat_clients = int(chat_load["clients"]) if chat else 0
+    loads = f"{clients} game clients" + (f" and {chat_clients} chat clients" if chat else "")
+    print(f"demo: {link_mode}, {loads} for {knobs['duration']:.0f}s", flush=True)
     await init_db(config)
-    await create_accounts(config, clients, None, accounts_path)
+    await create_accounts(config, clients + chat_clients, None, accounts_path)
     try:
         process = await _start_cluster(config_path, directory / "cluster.log")
     except RuntimeError:
         if not keep:
             shutil.rmtree(directory, ignore_errors=True)
         raise
-    print(f"demo: cluster up (login {config.gateway.public_host}:{config.gateway.login_port}, "
-          f"game {config.gateway.public_host}:{config.gateway.game_port})", flush=True)  # fmt: skip
+    gw = config.gateway
+    chat_address = f", chat {gw.public_host}:{gw.chat_port}" if chat else ""
+    print(f"demo: cluster up (login {gw.public_host}:{gw.login_port}, "
+          f"game {gw.public_host}:{gw.game_port}{chat_address})", flush=True)  # fmt: skip
     code = 1
     try:
         options = options_from(config, **knobs)
-        code = await run_local(config, options, load_accounts(accounts_path), report, None)
+        if chat:
+            chat_options = chat_options_from(config, **chat_load)
+            game_accounts = load_accounts(accounts_path)[:clients]
+            chat_accounts = load_chat_accounts(accounts_path)[clients:]
+            code = await run_together(config, (options, game_accounts),
+                                      (chat_options, chat_accounts), report)  # fmt: skip
+        else:
+            code = await run_local(config, options, load_accounts(accounts_path), report, None)
     finally:
         await _stop_cluster(process)
         if keep or code != 0:
