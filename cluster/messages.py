@@ -378,6 +378,8 @@ SPECS: dict[int, MessageSpec] = {
     )
 }
 
+#: The protocol's own message types (SPECS may grow: apps register theirs).
+BUILTIN_TYPES = frozenset(SPECS)
 
 
 def register(spec: MessageSpec) -> MessageSpec:
