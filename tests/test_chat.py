@@ -550,3 +550,52 @@ def test_workers_without_pushed_keys_ack_a_push_so_the_login_port_answers_ok(mak
 
     status, _ = run(scenario())
     assert status == LoginStatus.OK
+
+
+def test_a_broker_restart_costs_no_chat_session_and_fan_out_comes_back(make_cluster):
+    """Chat sessions live on the data links: a killed broker closes none of them. Messages
+    between chat workers cross the broker, so they wait for the new one; once the workers are
+    registered again, every player hears every other again."""
+    cluster, workers, (gw,) = chat_cluster(
+        make_cluster, chat_workers=2, broker={"heartbeat_interval": 0.5, "heartbeat_liveness": 3}
+    )  # fmt: skip
+    broker = cluster.processes[0]
+
+    async def scenario():
+        clients = [await chatter(gw.chat_port, 1 + i, (30, 30)) for i in range(8)]
+        await asyncio.to_thread(broker.kill)
+        during = []
+        for client in clients:
+            sent = client.say(f"during {client.account_no}")
+            got = await client.recv_type(ChatResMessage, timeout=10)
+            while got.account_no != client.account_no:  # a neighbour on the same worker
+                got = await client.recv_type(ChatResMessage, timeout=10)
+            during.append(got.message == sent)  # its own message, at least, came back
+        await asyncio.to_thread(cluster.start, "broker")
+        for worker in workers:  # registered with the new broker (the second such line)
+            await asyncio.to_thread(
+                wait_until, lambda w=worker: w.log().count("registered with broker") >= 2,
+                "the chat worker registered again", timeout=30, detail=worker.log,
+            )  # fmt: skip
+        for client in clients:
+            client.say(f"after {client.account_no}")
+
+        async def afters(client: ChatClient) -> list[int]:
+            senders: list[int] = []
+            while len(senders) < 8:  # (casts held up by the outage may come first)
+                got = await client.recv_type(ChatResMessage, timeout=20)
+                if got.message.decode("utf-16-le").startswith("after"):
+                    senders.append(got.account_no)
+            return senders
+
+        heard = [await afters(c) for c in clients]
+        still_open = [not await c.wait_closed(0.1) for c in clients]
+        return during, heard, still_open
+
+    during, heard, still_open = run(scenario())
+    assert during == [True] * 8
+    assert still_open == [True] * 8
+    for senders in heard:
+        assert sorted(senders) == list(range(1, 9))  # each once, from both workers
+    assert "worker_gone" not in stopped_drops(gw.process)
+    assert all(worker_counter(worker, "login_ok") for worker in workers)  # players on both
