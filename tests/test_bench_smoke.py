@@ -24,14 +24,14 @@ ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 110.0
 
 
-def run_bench(script: str, *args: str) -> dict[str, Any]:
+def run_bench(script: str, *args: str, timeout: float = TIMEOUT) -> dict[str, Any]:
     """Run ``python bench/SCRIPT ARGS --json`` from the repo root; its parsed JSON output."""
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / script), *args, "--json"],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=TIMEOUT,
+        timeout=timeout,
     )
     assert done.returncode == 0, f"{script} exited {done.returncode}:\n{done.stderr[-4000:]}"
     return json.loads(done.stdout)
@@ -88,6 +88,27 @@ def test_echo_bench_reports_throughput_and_cpu_per_echo() -> None:
         assert set(baseline_cpu) == {"server", "client"}, baseline_cpu
         for value in (*cpu.values(), *baseline_cpu.values()):
             assert isinstance(value, int | float) and value >= 0, (name, cpu, baseline_cpu)
+
+
+def test_chat_bench_reports_deliveries_of_both_systems_in_both_scenarios() -> None:
+    # --quick takes about 15 s (1 run of 2 s per scenario and system, 100 and 300 clients).
+    report = run_bench("chat.py", "--quick", timeout=90.0)
+    scenarios = report["scenarios"]
+    assert set(scenarios) == {"crowded", "sparse"}, scenarios
+    for name, figures in scenarios.items():
+        for key in ("cluster", "baseline", "ratio", "mean_fan_out", "cpu_cost_ratio"):
+            assert positive(figures[key]), (name, key, figures)
+        # Not speeds: the RES_MESSAGE packets received (whole ones) are as many as the receivers
+        # of every message sent, no fewer and no more, and no client was closed.
+        for key in ("undelivered", "misaligned", "closed_by_server"):
+            assert figures[key] == 0, (name, key, figures)
+        cpu = figures["cpu_us_per_delivery"]
+        baseline_cpu = figures["baseline_cpu_us_per_delivery"]
+        assert set(cpu) == {"gateway", "broker", "chat1", "chat2", "client"}, cpu
+        assert set(baseline_cpu) == {"server", "client"}, baseline_cpu
+        for value in (*cpu.values(), *baseline_cpu.values()):
+            assert isinstance(value, int | float) and value >= 0, (name, cpu, baseline_cpu)
+    assert report["chat_workers"] == 2
 
 
 def test_abuse_bench_reports_both_windows_and_every_flooder() -> None:
