@@ -157,13 +157,15 @@ class Control(IntEnum):
     #: answer to a login-port request. The gateway makes the client's RES_LOGIN of it with its own
     #: public game address (only the gateway knows where its clients reach it), then closes.
     LOGIN_RESULT = -8
-    #: ``[0, DELIVER, packet, sids]`` worker -> gateway: write the encoded `packet` to every
-    #: session listed in `sids` (little-endian int64 session ids of that gateway). A chat
-    #: message is encoded once and written to all its receivers on a gateway this way.
+    #: ``[0, DELIVER, packets, count, sids]`` worker -> gateway: write `packets` (`count` whole
+    #: encoded packets) to every session listed in `sids` (little-endian int64 session ids of that
+    #: gateway). The chat messages of one frame around a sector are encoded once and written to
+    #: all their receivers on a gateway this way.
     DELIVER = -9
-    #: ``[0, CAST, sector_x, sector_y, packet]`` chat worker -> every other chat worker: a chat
-    #: message (an encoded RES_MESSAGE) said in that sector; each receiver DELIVERs it to its own
-    #: sessions in the 3 x 3 sectors around it.
+    #: ``[0, CAST, cells, packets]`` chat worker -> every other chat worker: the chat messages
+    #: (encoded RES_MESSAGEs) said on the sender in one frame: `cells` packs one little-endian
+    #: ``(cell, count, length)`` int32 triple per sector (cell = x * 100 + y), `packets` holds
+    #: their packets in that order; each receiver DELIVERs them to its own sessions around.
     CAST = -10
 
 
@@ -206,8 +208,8 @@ ITEM_FIELDS: dict[int, tuple[type, ...] | None] = {
     Control.PACKETS: (bytes,),
     Control.ANSWER: (bytes, int, int),
     Control.LOGIN_RESULT: (int, int, str, str),
-    Control.DELIVER: (bytes, bytes),
-    Control.CAST: (int, int, bytes),
+    Control.DELIVER: (bytes, int, bytes),
+    Control.CAST: (bytes, bytes),
     LinkType.REQ_NEW_CLIENT_LOGIN: (int, bytes, int),
     LinkType.RES_NEW_CLIENT_LOGIN: (int, int),
 }

@@ -708,7 +708,7 @@ class Sessions:
         for item in items:
             sid, mtype, fields = item
             if mtype == DELIVER:
-                self._deliver(worker, fields[0], fields[1], touched)
+                self._deliver(worker, fields[0], fields[1], fields[2], touched)
                 continue
             conn = self.table.get(sid)
             if conn is None:
@@ -772,10 +772,11 @@ class Sessions:
             if not conn.closed:
                 self.pump(conn)
 
-    def _deliver(self, worker: bytes, packet: bytes, packed: bytes,
+    def _deliver(self, worker: bytes, packets: bytes, count: int, packed: bytes,
                  touched: list[ClientConnection]) -> None:  # fmt: skip
-        """A DELIVER item: `packet` for every session of `worker` listed in `packed`. Sessions
-        that left meanwhile are skipped (their worker hears of it by their CLOSE)."""
+        """A DELIVER item: `packets` (`count` packets) for every session of `worker` listed in
+        `packed`. Sessions that left meanwhile are skipped (their worker hears of it by their
+        CLOSE)."""
         if len(packed) % 8:
             self.counters["bad_bus_item"] += 1
             return
@@ -790,10 +791,12 @@ class Sessions:
             if conn.worker != worker:
                 self.counters["foreign_item"] += 1  # not the worker holding this session
                 continue
-            if conn.queue(packet):
+            pending = conn.pending
+            if not pending:
                 touched.append(conn)
+            pending.append(packets)
             delivered += 1
-        self.sent += delivered
+        self.sent += delivered * count
 
     def _bind(self, conn: ClientConnection, worker: bytes) -> None:
         conn.worker = worker

@@ -190,13 +190,20 @@ class Host:
 
     # -- what apps call --------------------------------------------------------------------------
 
-    def deliver(self, gateway: bytes, sids: bytes, count: int, packet: bytes) -> None:
-        """Write `packet` to the `count` sessions of `gateway` whose ids `sids` packs
-        (little-endian int64 each), after everything already queued for them."""
+    def deliver(
+        self, gateway: bytes, sids: bytes, receivers: int, packets: bytes, count: int
+    ) -> None:
+        """Write `packets` (`count` whole encoded packets) to the `receivers` sessions of
+        `gateway` whose ids `sids` packs (little-endian int64 each), after everything already
+        queued for them (the replies of the session being handled included)."""
         if self._current is not None and self._replies:
             self._flush_replies(self._current, 0)
-        self.outbox_add(gateway, [0, DELIVER, packet, sids])
-        self.sent += count
+        self.outbox_add(gateway, [0, DELIVER, packets, count, sids])
+        self.sent += receivers * count
+
+    def wake(self) -> None:
+        """Run a frame soon (an app that queued output outside a frame, e.g. in peer_item)."""
+        self._schedule_frame()
 
     def cast(self, item: list[Any]) -> None:
         """Send `item` to every other worker of this role (their app's ``peer_item``)."""
@@ -470,10 +477,11 @@ class Host:
             self._loop.call_soon(self.frame)
 
     def frame(self) -> None:
-        """One auth frame, one game frame, then the output."""
+        """One auth frame, one game frame, the app's end of frame, then the output."""
         self._frame_scheduled = False
         self.auth_frame()
         self.game_frame()
+        self.app.end_frame()
         self.flush()
         self._queued = 0
         if self.data is not None and self.data.paused:

@@ -23,7 +23,8 @@ The contract, as the runtime calls it (all on the worker's one thread):
 - ``joined(session)`` / ``left(session)``: a session entered GAME mode / is gone (after a
   violation too);
 - ``peer_item(source, mtype, fields)``: an item of ``peer_types`` from another worker of the
-  same role (chat: a message said on that worker);
+  same role (chat: messages said on that worker); ``end_frame()``: the frame's handlers are done
+  and its output is about to go (the chat fans out what was said in it);
 - ``collect() -> dict``: the app's fields of the worker's 1-second sample; ``totals()``: its
   counters, for the worker's last log line.
 
@@ -86,6 +87,9 @@ class App:
         pass
 
     def peer_item(self, source: bytes, mtype: int, fields: list[Any]) -> None:
+        pass
+
+    def end_frame(self) -> None:
         pass
 
     def collect(self) -> dict[str, Any]:

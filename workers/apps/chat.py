@@ -11,20 +11,24 @@ keeps the session alive (its gateway's idle timer). A player saying more than ``
 message_rate`` messages per second (as many in a burst) is closed (``chat_flood``): every message
 is written to everyone around, so one flooder would otherwise bury its neighbours' sockets.
 
-**Fan-out across workers.** Players are placed on chat workers by account, not by sector, so the
-players around a sector may be on every worker. A message is encoded once, on the sender's
-worker, which writes it to its own players in the 3 x 3 sectors (one DELIVER item per gateway:
-the packet and their session ids) and sends it once to every other chat worker (a CAST item
-through the broker, with the sector), each of which does the same for its own players. So each
-receiver gets it exactly once (it is on exactly one worker), and in the sender's order (one
-worker handles all of a sender's packets in order, and the links between two peers keep order).
-A sector move is handled in order with the messages of the same player: it takes effect for the
-next message the worker handles. docs/architecture.md ("Chat") says why this design and what it
+**Fan-out, once per frame.** Players are placed on chat workers by account, not by sector, so
+the players around a sector may be on every worker. A message is encoded once, on the sender's
+worker, and kept with the sector it was said in until the end of the frame (or until a player of
+this worker moves: the messages before a move are matched against the sectors before it). Then,
+for every sector with players of this worker near a sector with messages, the messages around it
+go out once per gateway as one DELIVER item (the packets and the session ids: each receiver gets
+them in one write), and what was said here goes once to every other chat worker (one CAST item:
+the sectors and their packets), which fans it out to its own players the same way. So each
+receiver gets a message exactly once (it is on exactly one worker), and in the sender's order
+(one worker handles all of a sender's packets in order, a sender's messages between two fan-outs
+are all in one sector, fan-outs go out in order, and a worker fans out what one peer cast before
+it takes that peer's next cast). docs/architecture.md ("Chat") says why this design and what it
 costs.
 """
 
 from __future__ import annotations
 
+import struct
 import time
 from array import array
 from typing import Any
@@ -74,6 +78,27 @@ class Player:
         self.refreshed = time.monotonic()
 
 
+class Mail:
+    """Messages waiting for the end of the frame, by sector cell: their packets, in order, and
+    how many packets that is."""
+
+    __slots__ = ("cells", "counts", "sources")
+
+    def __init__(self) -> None:
+        self.cells: dict[int, list[bytes]] = {}
+        self.counts: dict[int, int] = {}
+        self.sources: set[bytes] = set()  # peers whose casts are in it
+
+    def add(self, cell: int, packets: bytes, count: int = 1) -> None:
+        waiting = self.cells.get(cell)
+        if waiting is None:
+            self.cells[cell] = [packets]
+            self.counts[cell] = count
+        else:
+            waiting.append(packets)
+            self.counts[cell] += count
+
+
 class ChatApp(App):
     """The sector map of this worker's players, and the message fan-out."""
 
@@ -93,6 +118,8 @@ class ChatApp(App):
         }
         #: cell -> gateway -> session ids of this worker's players in that sector (ordered sets)
         self.cells: dict[int, dict[bytes, dict[int, None]]] = {}
+        self.said_here = Mail()  # this frame's messages of this worker's players
+        self.heard = Mail()  # messages cast by the other chat workers, not fanned out yet
         self.players = 0
         self.said = 0  # messages handled (MessageTPS)
         self.deliveries = 0  # RES_MESSAGE written, counted per receiver
@@ -138,6 +165,7 @@ class ChatApp(App):
             raise Violation("account_mismatch")
         if x >= SECTOR_MAX or y >= SECTOR_MAX:
             raise Violation("sector_out_of_range")
+        self.fan_out()  # what was said before the move is heard where the player was
         player: Player = session.state
         self._leave_cell(session, player)
         player.cell = index = x * SECTOR_MAX + y
@@ -169,51 +197,90 @@ class ChatApp(App):
         if player.cell < 0:
             self.unheard += 1
             return
-        host = self.host
-        assert host is not None
-        reply = host.codec.encode_fields(
+        assert self.host is not None
+        self.said_here.add(player.cell, self.host.codec.encode_fields(
             RES_MESSAGE, (account_no, player.user_id, player.nickname, text)
-        )
-        self._fan_out(player.cell, reply)
-        if host.peers:
-            x, y = divmod(player.cell, SECTOR_MAX)
-            host.cast([0, CAST, x, y, reply])
-            self.cast_out += 1
+        ))  # fmt: skip
 
     def heartbeat(self, session: PlayerSession, fields: Any, packet: bytes | None) -> None:
         pass  # the gateway's idle timer saw it
 
     def peer_item(self, source: bytes, mtype: int, fields: list[Any]) -> None:
-        """A message said on another chat worker: to this worker's players around it."""
-        x, y, reply = fields
-        if not (0 <= x < SECTOR_MAX and 0 <= y < SECTOR_MAX):
-            assert self.host is not None
-            self.host.counters["bad_cast"] += 1
-            return
-        self.cast_in += 1
-        self._fan_out(x * SECTOR_MAX + y, reply)
-
-    def _fan_out(self, index: int, reply: bytes) -> None:
-        """Write `reply` to every player of this worker in the 3 x 3 sectors around `index`:
-        one DELIVER item per gateway."""
-        cells = self.cells
-        receivers: dict[bytes, list[int]] = {}
-        for near in NEIGHBOURS[index]:
-            cell = cells.get(near)
-            if cell is None:
-                continue
-            for gateway, sids in cell.items():
-                listed = receivers.get(gateway)
-                if listed is None:
-                    receivers[gateway] = list(sids)
-                else:
-                    listed.extend(sids)
+        """Messages said on another chat worker: fanned out to this worker's players around
+        them with the next frame (at once when that peer's previous cast still waits, so that
+        its senders' order holds)."""
         host = self.host
         assert host is not None
-        for gateway, listed in receivers.items():
-            count = len(listed)
-            self.deliveries += count
-            host.deliver(gateway, array("q", listed).tobytes(), count, reply)
+        cells, packets = fields
+        try:
+            triples = struct.unpack(f"<{len(cells) // 4}i", cells) if len(cells) % 12 == 0 else ()
+        except struct.error:
+            triples = ()
+        if not triples or sum(triples[2::3]) != len(packets) or not all(
+            0 <= cell < SECTOR_MAX * SECTOR_MAX and count > 0
+            for cell, count in zip(triples[0::3], triples[1::3], strict=True)
+        ):
+            host.counters["bad_cast"] += 1
+            return
+        if source in self.heard.sources:
+            self.fan_out()
+        self.heard.sources.add(source)
+        offset = 0
+        for cell, count, length in zip(triples[0::3], triples[1::3], triples[2::3], strict=True):
+            self.heard.add(cell, packets[offset : offset + length], count)
+            offset += length
+            self.cast_in += count
+        host.wake()
+
+    def end_frame(self) -> None:
+        self.fan_out()
+
+    def fan_out(self) -> None:
+        """Deliver what was said (here, or on other workers) since the last fan-out to this
+        worker's players around it, and cast what was said here to the other workers."""
+        said, heard = self.said_here, self.heard
+        if not said.cells and not heard.cells:
+            return
+        host = self.host
+        assert host is not None
+        self.said_here, self.heard = Mail(), Mail()
+        blobs: dict[int, tuple[bytes, int]] = {}
+        if said.cells:
+            layout: list[int] = []
+            for cell, packets in said.cells.items():
+                blob = b"".join(packets)
+                blobs[cell] = (blob, len(packets))
+                layout += (cell, len(packets), len(blob))
+            if host.peers:
+                host.cast([0, CAST, struct.pack(f"<{len(layout)}i", *layout),
+                           b"".join(blob for blob, _ in blobs.values())])  # fmt: skip
+                self.cast_out += sum(layout[1::3])
+        for cell, packets in heard.cells.items():
+            mine = blobs.get(cell)
+            count = heard.counts[cell]
+            if mine is None:
+                blobs[cell] = (b"".join(packets), count)
+            else:
+                blobs[cell] = (mine[0] + b"".join(packets), mine[1] + count)
+        cells = self.cells
+        targets: dict[int, None] = {}
+        for cell in blobs:
+            for near in NEIGHBOURS[cell]:
+                if near in cells:
+                    targets[near] = None
+        for target in targets:
+            parts: list[bytes] = []
+            count = 0
+            for near in NEIGHBOURS[target]:
+                got = blobs.get(near)
+                if got is not None:
+                    parts.append(got[0])
+                    count += got[1]
+            blob = parts[0] if len(parts) == 1 else b"".join(parts)
+            for gateway, sids in cells[target].items():
+                receivers = len(sids)
+                self.deliveries += receivers * count
+                host.deliver(gateway, array("q", sids).tobytes(), receivers, blob, count)
 
     def collect(self) -> dict[str, Any]:
         assert self.host is not None
@@ -234,7 +301,6 @@ class ChatApp(App):
             "message_no_sector": self.unheard,
             **rates,
         }
-
 
     def totals(self) -> dict[str, int]:
         return {"message": self.said, "delivery": self.deliveries, "cast_in": self.cast_in,
