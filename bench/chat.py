@@ -16,9 +16,10 @@ what else the machine runs meanwhile weighs on both alike:
   ``cluster up --only broker,chat,gateway``; ``[chat] message_rate = 0`` (no flood limit: this
   load says far more than 50 messages per second per client) and ``[game] verify_key = false``
   (every CS_CHAT_REQ_LOGIN is accepted; no database is involved). A message goes client ->
-  gateway -> the sender's chat worker, which encodes it once, writes it to its own players around
-  it (one DELIVER item to the gateway) and casts it to the other chat workers (through the
-  broker), each of which does the same for its own players;
+  gateway -> the sender's chat worker, which encodes it once and, at the end of its frame, writes
+  the frame's messages to its own players around them (one DELIVER item per sector group and
+  gateway) and casts them to the other chat workers (one CAST per frame, through the broker),
+  each of which does the same for its own players;
 - **baseline**: one uvloop process (this script, ``--baseline-server``) with an
   ``asyncio.Protocol`` doing the same sector fan-out: it decodes with the shared codec, keeps a
   sector map, encodes each message once and queues it to every client in the 3 x 3 sectors; what
