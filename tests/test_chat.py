@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from cluster import bus
 from cluster.codec import Codec
 from cluster.messages import (
     CHAT_MESSAGE_MAX,
@@ -29,7 +30,7 @@ from cluster.messages import (
 from cluster.testkit import free_ports, wait_until
 from dummy.client import ChatClient, GameClient, login_once
 from tests.backends import Backend
-from tests.harness import ClusterUnderTest, RoleProcess, run
+from tests.harness import ClusterUnderTest, RoleProcess, ScriptedPeer, run
 from tests.test_login import Account, create_accounts
 
 CODEC = Codec()
@@ -599,3 +600,52 @@ def test_a_broker_restart_costs_no_chat_session_and_fan_out_comes_back(make_clus
         assert sorted(senders) == list(range(1, 9))  # each once, from both workers
     assert "worker_gone" not in stopped_drops(gw.process)
     assert all(worker_counter(worker, "login_ok") for worker in workers)  # players on both
+
+
+def test_malformed_or_foreign_chat_items_on_the_bus_cost_nobody_anything(make_cluster):
+    """A rogue bus peer sends a chat worker casts that lie about their layout, and a gateway
+    deliveries for sessions it does not hold: each is counted and dropped; players keep
+    chatting and hear nothing of it."""
+    cluster, (worker,), (gw,) = chat_cluster(make_cluster)
+    chat_id = worker.ready_line.split("id=")[1].split()[0].encode()
+    gateway_id = gw.process.wait_log(r"registered with broker \S+ as b'([^']+)'").group(1).encode()
+    rogue = ScriptedPeer(cluster.endpoint, "cli", 0.5)  # not placed on: logins go to the worker
+    rogue.expect(bus.WELCOME)
+    bogus = CODEC.encode(ChatResMessage(666, "rogue", "rogue", b"h\0i\0"))
+
+    def cast(cells: bytes, packets: bytes) -> None:
+        rogue.send([bus.TO, chat_id, bus.pack_body([[0, bus.Control.CAST, cells, packets]])])
+
+    async def scenario():
+        players = [await chatter(gw.chat_port, 1 + i, (4, 4)) for i in range(3)]
+        cast(struct.pack("<3i", 4 * 100 + 4, 1, len(bogus) + 5), bogus)  # lengths lie
+        cast(struct.pack("<3i", 100 * 100, 1, len(bogus)), bogus)  # no such sector
+        cast(struct.pack("<2i", 404, 1), bogus)  # not whole triples
+        cast(struct.pack("<3i", 404, 0, len(bogus)), bogus)  # zero messages
+        sids = struct.pack("<3q", 1, 2, 3)
+        rogue.send(
+            [
+                bus.TO,
+                gateway_id,
+                bus.pack_body(
+                    [
+                        [0, bus.Control.DELIVER, bogus, 1, sids],
+                        [0, bus.Control.DELIVER, bogus, 1, b"x"],
+                    ]
+                ),
+            ]
+        )
+        unheard = [await p.quiet(1.0) for p in players]
+        sent = players[0].say("all fine")
+        return unheard, [await p.messages(1) for p in players], sent
+
+    try:
+        unheard, heard, sent = run(scenario())
+    finally:
+        rogue.close()
+    assert unheard == [[], [], []]
+    assert [[m.message for m in got] for got in heard] == [[sent]] * 3
+    assert worker_counter(worker, "bad_cast") == 4
+    gw.process.stop()
+    assert re.search(r"bus: .*bad_bus_item=1", gw.process.log())
+    assert re.search(r"bus: .*foreign_item=3", gw.process.log())
