@@ -407,20 +407,25 @@ def test_a_chat_worker_killed_mid_run_costs_only_its_own_sessions(make_cluster, 
     assert closed == victims
 
 
-def test_one_chat_session_per_account_whichever_gateway(make_cluster):
+def test_a_new_chat_login_replaces_the_session_whichever_gateway(make_cluster):
+    """One chat session per account: a reconnect that races its old connection's close takes
+    the session over (the old one is closed, counted as `replaced`), through any gateway."""
     _, _, gateways = chat_cluster(make_cluster, chat_workers=2, gateways=2)
 
     async def scenario():
         first = await chatter(gateways[0].chat_port, 5, (1, 1))
+        listener = await chatter(gateways[1].chat_port, 6, (1, 2))
         second = await ChatClient.connect("127.0.0.1", gateways[1].chat_port)
-        refused = await second.login(5, "id5", "nick5")
-        closed = await second.wait_closed(10)
-        sent = first.say("still me")
-        return refused, closed, await first.messages(1), sent
+        taken = await second.login(5, "id5", "nick5")
+        replaced = await first.wait_closed(10)
+        await second.move(1, 1)
+        sent = second.say("me again")
+        return taken, replaced, await second.messages(1), await listener.messages(1), sent
 
-    refused, closed, heard, sent = run(scenario())
-    assert (refused.status, refused.account_no, closed) == (0, 5, True)
-    assert [m.message for m in heard] == [sent]
+    taken, replaced, mine, heard, sent = run(scenario())
+    assert (taken.status, taken.account_no, replaced) == (1, 5, True)
+    assert [m.message for m in mine] == [m.message for m in heard] == [sent]
+    assert stopped_drops(gateways[0].process).get("replaced") == 1
 
 
 # -- both link modes, with accounts in the DB -----------------------------------------------------
@@ -507,9 +512,21 @@ def test_systemlink_chat_login_needs_the_pushed_key(make_cluster, backend: Backe
         await stranger.wait_closed()
         player = await ChatClient.connect("127.0.0.1", cluster.chat_port)
         right = await player.login(account.no, "a", "b", account.key)
-        return unpushed.status, wrong.status, right.status
+        # The player reconnects before its old connection is seen to go: the login port pushes
+        # a fresh copy of the key (the session is replaceable), the new chat login takes over.
+        again = await login_once("127.0.0.1", cluster.login_port, account.no, account.key)
+        newer = await ChatClient.connect("127.0.0.1", cluster.chat_port)
+        taken = await newer.login(account.no, "a", "b", account.key)
+        return (
+            unpushed.status,
+            wrong.status,
+            right.status,
+            again.status,
+            taken.status,
+            (await player.wait_closed()),
+        )
 
-    assert run(scenario()) == (0, 0, 1)
+    assert run(scenario()) == (0, 0, 1, LoginStatus.OK, 1, True)
 
 
 def test_a_flooding_chatter_is_closed_and_its_neighbours_keep_chatting(make_cluster):

@@ -59,7 +59,7 @@ def create_accounts(cluster: ClusterUnderTest, count: int) -> list[Account]:
     assert result.returncode == 0, result.stderr
     accounts = []
     for line in out.read_text().splitlines():
-        no, user_id, nick, key = line.split("\t")
+        no, user_id, nick, key, _password = line.split("\t")
         accounts.append(Account(int(no), user_id, nick, key.encode()))
     assert len(accounts) == count
     return accounts
@@ -178,7 +178,7 @@ def test_each_login_status_from_a_real_situation(lc):
     assert run(scenario()) == {
         "ok": LoginStatus.OK,
         "wrong_key": LoginStatus.FAIL,
-        "in_game": LoginStatus.GAME,
+        "in_game": LoginStatus.OK,  # replaceable: a new game login would take the session over
         "no_account": LoginStatus.ACCOUNT_MISS,
         "no_key_row": LoginStatus.SESSION_MISS,
         "null_key": LoginStatus.SESSION_MISS,
@@ -316,24 +316,38 @@ def test_res_login_names_the_game_port_of_the_gateway_it_came_through(lc):
     assert second.chat_server_port == game_port
 
 
-def test_duplicate_login_across_two_gateways_is_refused(lc):
+def test_a_new_login_through_another_gateway_replaces_the_session(lc):
+    """A reconnect racing its old connection's close: the old session is still held when the
+    new login arrives (through another gateway, even). A login that proves the key takes it
+    over; one that does not changes nothing."""
     account = lc.accounts[15]
     game_port, login_port = second_gateway(lc)
 
     async def scenario():
         first = await full_login(lc, account)
+        # A stranger with the AccountNo but not the key: refused, the session untouched.
+        stranger = await GameClient.connect("127.0.0.1", game_port)
+        refused = await stranger.login(account.no, b"w" * 64)
+        untouched = await first.echo(1)
         via_login = await login_once("127.0.0.1", login_port, account.no, account.key)
         second = await GameClient.connect("127.0.0.1", game_port)
         direct = await second.login(account.no, account.key)
-        closed = await second.wait_closed(5)
-        echoes = await first.echo(2)
-        return via_login.status, direct.status, closed, echoes
+        replaced = await first.wait_closed(10)
+        echoes = await second.echo(2)
+        row = await asyncio.to_thread(status_of, lc, account.no)  # while `second` plays
+        return refused.status, untouched, via_login.status, direct.status, replaced, echoes, row
 
-    via_login, direct, closed, echoes = run(scenario())
-    assert via_login == LoginStatus.GAME
-    assert direct == GameLoginStatus.FAIL
-    assert closed
+    refused, untouched, via_login, direct, replaced, echoes, row = run(scenario())
+    assert refused == GameLoginStatus.FAIL
+    assert untouched == [GameResEcho(account.no, 0)]
+    assert via_login == LoginStatus.OK  # the session in game is replaceable
+    assert direct == GameLoginStatus.OK
+    assert replaced
     assert echoes == [GameResEcho(account.no, 0), GameResEcho(account.no, 1)]
+    assert row == 1  # the row passed to the new session
+    gateway = lc.roles["gateway"]
+    gateway.stop()
+    assert "replaced=1" in gateway.wait_log(r"stopped: .*drops: (.*)").group(1)
 
 
 # -- systemlink ACKs, with a scripted game worker -------------------------------------------------

@@ -5,8 +5,11 @@ For each request from a gateway's login port:
 1. no game worker is live (per the broker's ROSTER), or no chat worker while ``[chat] enabled``
    (the original refused logins while no chat server was registered) -> NOSERVER;
 2. a read of ``accountdb.v_account`` (batched with other logins, :mod:`workers.account_reader`)
-   decides ACCOUNT_MISS, SESSION_MISS, STATUS_MISS, FAIL (key
-   differs) or GAME (status row != 0); an unreachable DB answers NOSERVER (try again later);
+   decides ACCOUNT_MISS, SESSION_MISS, STATUS_MISS, FAIL (key differs) or, for a status row
+   != 0, asks the game worker holding the account: a session in game there is replaceable (the
+   new login takes it over, as Nakama's single-session rule: OK), a row it does not back is a
+   reset that had not landed yet (OK), no answer in time is GAME; an unreachable DB answers
+   NOSERVER (try again later);
 3. systemlink: SS_REQ_NEW_CLIENT_LOGIN {AccountNo, SessionKey, Parameter} is placed on the game
    worker the broker picks for the account and, while ``[chat] enabled``, on the chat worker it
    picks for the account, and the client hears OK only when SS_RES_NEW_CLIENT_LOGIN with that
@@ -214,9 +217,18 @@ class AuthWorker:
             log.warning("login of account %d answered NOSERVER: %s", account_no, exc)
             return LoginStatus.NOSERVER, None
         status = judge(row, session_key)
-        if status == LoginStatus.GAME and not await self._really_in_game(account_no):
-            self.counters["stale_status_row"] += 1  # its reset had not landed yet
-            status = LoginStatus.OK
+        if status == LoginStatus.GAME:
+            held = await self._held(account_no)
+            if held is None:
+                self.counters["holder_silent"] += 1  # nobody could say: it may be in game
+            elif held:
+                # A session of the account is in game: the new login takes it over (the game
+                # worker closes the old one as `replaced` once the new one proves its key).
+                self.counters["replaceable_session"] += 1
+                status = LoginStatus.OK
+            else:
+                self.counters["stale_status_row"] += 1  # its reset had not landed yet
+                status = LoginStatus.OK
         if (
             status == LoginStatus.OK
             and self.systemlink
@@ -277,10 +289,9 @@ class AuthWorker:
             self.link.send([bus.PLACE, service, bus.pack_keys([account_no]), cancel])
         return False
 
-    async def _really_in_game(self, account_no: int) -> bool:
-        """Does a game worker hold a session of the account? (No answer: assume it does.)"""
-        answer = await self._ask(account_no, lambda p: [p, IN_GAME, account_no, p])
-        return True if answer is None else answer
+    async def _held(self, account_no: int) -> bool | None:
+        """Does a game worker hold a session of the account? None: no answer in time."""
+        return await self._ask(account_no, lambda p: [p, IN_GAME, account_no, p])
 
     async def finish(self, timeout: float) -> None:
         """Wait (at most `timeout`) for the logins in flight to be answered and sent."""

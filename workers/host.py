@@ -74,7 +74,7 @@ PUSH, ACK = bus.LinkType.REQ_NEW_CLIENT_LOGIN, bus.LinkType.RES_NEW_CLIENT_LOGIN
 #: Close reasons counted as drops in the samples (an app adds its own).
 DROP_REASONS = (
     "not_logged_in", "version_miss", "duplicate_login", "login_failed", "account_mismatch",
-    "login_in_game", "not_allowed_in_game",
+    "login_in_game", "not_allowed_in_game", "replaced",
 )  # fmt: skip
 #: What the summary line in the log shows.
 LOG_KEYS = ("sessions", "session_auth", "session_game", "auth_fps", "game_fps", "recv_tps",
@@ -104,6 +104,7 @@ class PlayerSession:
         "mode",
         "relayed",
         "released",
+        "replacing",
         "sid",
         "state",
         "verdict",
@@ -123,6 +124,8 @@ class PlayerSession:
         self.verdict: bool | None = None  # its answer, for the next auth frame
         self.entered = False  # its status row was set to 1
         self.released = False
+        #: the session of the same account this login takes over once its key is proven
+        self.replacing: PlayerSession | None = None
         self.state: Any = None
 
 
@@ -536,12 +539,17 @@ class Host:
             self._reply_login(session, refusal)
             self._close(session, refusal)
             return
-        if account_no in self.by_account:
-            self._reply_login(session, "duplicate_login")
-            self._close(session, "duplicate_login")
-            return
-        self.by_account[account_no] = session
-        self._holding(account_no)
+        held = self.by_account.get(account_no)
+        if held is not None:
+            if held.mode is Mode.AUTH or held.replacing is not None:
+                # Its login is still being decided: this one waits its turn as a refusal.
+                self._reply_login(session, "duplicate_login")
+                self._close(session, "duplicate_login")
+                return
+            session.replacing = held  # takes it over if its key is proven (see _finish_login)
+        else:
+            self.by_account[account_no] = session
+            self._holding(account_no)
         verdict = self.key_check(account_no, session_key)
         if self.status_rows is None and not inspect.isawaitable(verdict):
             self._finish_login(session, bool(verdict))
@@ -557,7 +565,14 @@ class Host:
         assert account is not None
         try:
             admitted = bool(await verdict) if inspect.isawaitable(verdict) else bool(verdict)
-            if admitted and self.status_rows is not None and not session.released:
+            old = session.replacing
+            taking_over = old is not None and old.entered and self.by_account.get(account) is old
+            if (
+                admitted
+                and self.status_rows is not None
+                and not session.released
+                and not (taking_over)
+            ):  # (a session taken over passes its row, already 1 with this worker as owner)
                 admitted = await self.status_rows.enter(account)
                 if admitted:
                     session.entered = True
@@ -582,8 +597,11 @@ class Host:
 
     def _finish_login(self, session: PlayerSession, admitted: bool) -> None:
         session.verdict = None
+        old, session.replacing = session.replacing, None
         if session.released:
             return
+        if admitted and old is not None and not self._take_over(session, old):
+            return  # its status row is being written first
         if admitted:
             self.counters["login_ok"] += 1
             self._reply_login(session, "")
@@ -591,6 +609,28 @@ class Host:
         else:
             self._reply_login(session, "login_failed")
             self._close(session, "login_failed")
+
+    def _take_over(self, session: PlayerSession, old: PlayerSession) -> bool:
+        """A new login of an account held by `old` proved its key: `old` is closed (counted as
+        ``replaced``), and the new session holds the account and its status row. Two TCP
+        connections have no order between them: a client whose connection died often logs in
+        again before its gateway has seen the old one go. False when the new session must
+        first write its own status row (`old` left, its row reset, while the key was checked):
+        that runs now and the login is answered by a later frame."""
+        account = session.account_no
+        assert account is not None
+        if not old.released and self.by_account.get(account) is old:
+            session.entered, old.entered = old.entered, False  # the row passes to the new one
+            self._close(old, "replaced")
+        self.by_account[account] = session
+        self._holding(account)
+        if self.status_rows is not None and not session.entered:
+            session.verifying = True
+            task = asyncio.ensure_future(self._admit(session, True))
+            self._admitting.add(task)
+            task.add_done_callback(self._admitting.discard)
+            return False
+        return True
 
     def _game_packet(self, session: PlayerSession, item: Item) -> None:
         """A message of a session in game that came as a decoded item (sent by its client
