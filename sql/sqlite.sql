@@ -2,8 +2,12 @@
 --
 -- Run by cluster.db on a connection where DIR/accountdb.db and DIR/status_server.db are attached
 -- as `accountdb` and `status_server`, so the qualified names are the MySQL ones. Every statement
--- is idempotent: `cluster.db` runs this file on each init. WAL mode and busy_timeout are set by
--- the connection (cluster/db/sqlite.py), not here.
+-- is idempotent: `cluster.db` runs this file on each init, in the transaction that first brings
+-- the tables of an earlier schema up to these (cluster/db/upgrade.py: missing columns added, a
+-- table whose columns SQLite cannot alter rebuilt). This is schema version 2, recorded in
+-- accountdb.schema_version (no record: an earlier schema). WAL mode and busy_timeout are set by
+-- the connection (cluster/db/sqlite.py), not here. Statements are split at each ";" that ends a
+-- line, as for MySQL.
 --
 -- Deviations from the seed (the columns are otherwise exactly the seed's):
 --   * sessionkey.sessionkey is a BLOB, not CHAR(64): a key is 64 raw bytes, and any 64 bytes
@@ -13,7 +17,15 @@
 --   * added columns: account.salt (hex salt of userpass = sha256(salt + password)), status.owner
 --     (the process holding the account in game, indexed for the recovery of dead processes),
 --     and a `writer` (the process that wrote the row) on every status_server table.
---   * the view v_account, which the original's login server queried.
+--   * account.userpass is VARCHAR(255) NULL: an argon2id encoded hash ($argon2id$v=19$m=...),
+--     the web login's; accounts made by `cluster accounts create` hold sha256(salt + a random
+--     password nobody knows) there; NULL = no password, no web login. (SQLite enforces no
+--     length: an upgraded file keeps CHAR(64) declared unless its table had to be rebuilt.)
+--   * sessionkey.expires: Unix time (seconds) after which the key is no longer valid; NULL =
+--     never expires (the keys `cluster accounts create` writes).
+--   * the view v_account, which the original's login server queried (key_expires and
+--     status_owner added: a status row != 0 without an owner is an operator's lock).
+--   * accountdb.schema_version: one row, the schema's version.
 --   * SQLite specifics: BIGINT keys are INTEGER PRIMARY KEY (64-bit rowid aliases, assigned
 --     max + 1 when omitted, like AUTO_INCREMENT), and index names are unique per database, so
 --     the monitoring tables' date indexes carry the table name.
@@ -21,7 +33,7 @@
 CREATE TABLE IF NOT EXISTS accountdb.account (
 	accountno INTEGER PRIMARY KEY,
 	userid CHAR(64) NULL,
-	userpass CHAR(64) NOT NULL,
+	userpass VARCHAR(255) NULL,
 	usernick CHAR(64) NULL,
 	salt CHAR(32) NULL
 );
@@ -29,7 +41,8 @@ CREATE INDEX IF NOT EXISTS accountdb.userid_INDEX ON account (userid ASC);
 
 CREATE TABLE IF NOT EXISTS accountdb.sessionkey (
 	accountno INTEGER PRIMARY KEY,
-	sessionkey BLOB NULL
+	sessionkey BLOB NULL,
+	expires BIGINT NULL
 );
 
 CREATE TABLE IF NOT EXISTS accountdb.status (
@@ -44,6 +57,10 @@ CREATE TABLE IF NOT EXISTS accountdb.whiteip (
 	ip CHAR(32) NOT NULL
 );
 
+CREATE TABLE IF NOT EXISTS accountdb.schema_version (
+	version INT NOT NULL
+);
+
 -- key_row / status_row are NULL exactly when the joined row is missing, which tells a missing
 -- sessionkey or status row from a NULL column. Recreated on each init so a changed definition
 -- takes effect.
@@ -54,9 +71,11 @@ CREATE VIEW accountdb.v_account AS
 		a.userid AS userid,
 		a.usernick AS usernick,
 		k.sessionkey AS sessionkey,
+		k.expires AS key_expires,
 		s.status AS status,
 		k.accountno AS key_row,
-		s.accountno AS status_row
+		s.accountno AS status_row,
+		s.owner AS status_owner
 	FROM account AS a
 	LEFT JOIN sessionkey AS k ON k.accountno = a.accountno
 	LEFT JOIN status AS s ON s.accountno = a.accountno;

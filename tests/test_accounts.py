@@ -18,13 +18,15 @@ from tests.backends import with_db
 def test_init_db_is_idempotent_and_names_what_it_made(backend):
     first = asyncio.run(init_db(backend.config()))
     second = asyncio.run(init_db(backend.config()))
-    assert first == second
+    where, _, what = first.partition("): ")
+    assert second.startswith(where + "): ")
+    assert what.endswith("created") and second.endswith("nothing to change")
     if backend.name == "mariadb":
         assert first.startswith("schema ready on mysql://")
         assert f"({backend.prefix}accountdb, {backend.prefix}status_server)" in first
     else:
-        assert first == f"schema ready on sqlite:///{backend.sqlite_dir} (accountdb, status_server)"
-    assert "\n" not in first
+        assert where == f"schema ready on sqlite:///{backend.sqlite_dir} (accountdb, status_server"
+    assert "\n" not in first + second
 
 
 def test_created_accounts_are_listed_in_a_file_that_matches_the_db(backend, tmp_path):

@@ -390,3 +390,84 @@ def test_calls_after_close_raise_unavailable(backend):
             await db.max_account_no()
 
     asyncio.run(scenario())
+
+
+# -- the web login's calls ------------------------------------------------------------------------
+
+ARGON = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHRzYWx0$" + "h" * 43
+
+
+def test_login_row_finds_the_account_by_exact_user_id(backend):
+    async def scenario(db: Database) -> list[object]:
+        await db.create_accounts(accounts(1, 2))
+        await db.create_accounts([new_account(3, ARGON)._replace(user_id="Alice")])
+        return [
+            await db.login_row("ID_2"),
+            await db.login_row("Alice"),
+            await db.login_row("alice"),  # MariaDB's collation ignores case: not here
+            await db.login_row("Alice "),  # nor trailing spaces
+            await db.login_row("nobody"),
+        ]
+
+    found = with_db(backend.config(), scenario)
+    assert found[0] is not None and found[0][0] == 2
+    assert isinstance(found[0][1], str) and len(found[0][1]) == 64  # the random sha256 hash
+    assert found[1:] == [(3, ARGON), None, None, None]
+
+
+def test_login_row_of_an_account_without_password_and_a_duplicated_user_id(backend):
+    create_schema(backend)
+    backend.execute(
+        "INSERT INTO accountdb.account (accountno, userid, userpass, usernick)"
+        " VALUES (9, 'dup', NULL, 'N'), (4, 'dup', 'p', 'N')"
+    )
+    assert with_db(backend.config(), lambda db: db.login_row("dup"), init=False) == (4, "p")
+    backend.execute("DELETE FROM accountdb.account WHERE accountno = 4")
+    assert with_db(backend.config(), lambda db: db.login_row("dup"), init=False) == (9, None)
+
+
+def test_set_password_stores_the_hash_and_clears_the_salt(backend):
+    async def scenario(db: Database) -> tuple[bool, bool, bool, object]:
+        await db.create_accounts(accounts(1))
+        first = await db.set_password(1, ARGON)
+        same = await db.set_password(1, ARGON)  # unchanged row: still an account
+        return first, same, await db.set_password(2, ARGON), await db.login_row("ID_1")
+
+    assert with_db(backend.config(), scenario) == (True, True, False, (1, ARGON))
+    assert backend.execute("SELECT userpass, salt FROM accountdb.account") == [(ARGON, None)]
+
+
+def test_new_account_with_a_password_hash_writes_it_without_salt(backend):
+    with_db(backend.config(), lambda db: db.create_accounts([new_account(5, ARGON)]))
+    assert backend.execute("SELECT userpass, salt FROM accountdb.account") == [(ARGON, None)]
+
+
+def test_issue_key_replaces_the_key_and_its_expiry(backend):
+    first, second = bytes(range(64)), b"\xff" + bytes(63)
+
+    async def scenario(db: Database) -> list[object]:
+        await db.create_accounts(accounts(1))
+        seen: list[object] = [await db.session_key_and_expiry(1)]
+        await db.issue_key(1, first, 1_900_000_000)
+        seen += [await db.session_key_and_expiry(1), await db.account(1)]
+        await db.issue_key(1, second, None)
+        seen += [await db.session_key_and_expiry(1), await db.session_key(1)]
+        await db.issue_key(2, first, 5)  # no account 2: nothing written
+        seen.append(await db.session_key_and_expiry(2))
+        with pytest.raises(ValueError, match="not 64"):
+            await db.issue_key(1, b"short", None)
+        return seen
+
+    created, issued, row, replaced, key, missing = with_db(backend.config(), scenario)
+    assert isinstance(created, tuple) and created[1] is None and len(created[0]) == 64
+    assert issued == (first, 1_900_000_000)
+    assert isinstance(row, AccountRow)
+    assert (row.session_key, row.key_expires) == (first, 1_900_000_000)
+    assert (replaced, key, missing) == ((second, None), second, None)
+    assert backend.execute("SELECT COUNT(*) FROM accountdb.sessionkey") == [(1,)]
+
+
+def test_session_key_and_expiry_of_a_null_key_is_none(backend):
+    with_db(backend.config(), lambda db: db.create_accounts(accounts(1)))
+    backend.execute("UPDATE accountdb.sessionkey SET sessionkey = NULL, expires = 5")
+    assert with_db(backend.config(), lambda db: db.session_key_and_expiry(1), init=False) is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from cluster.config import Config
 from cluster.db.base import (
+    SCHEMA_VERSION,
     AccountRow,
     BattleSample,
     ChatSample,
@@ -18,10 +19,12 @@ from cluster.db.base import (
     HardwareSample,
     LoginSample,
     NewAccount,
+    SchemaReport,
 )
 from cluster.db.url import MysqlTarget, parse
 
 __all__ = [
+    "SCHEMA_VERSION",
     "AccountRow",
     "BattleSample",
     "ChatSample",
@@ -31,6 +34,7 @@ __all__ = [
     "HardwareSample",
     "LoginSample",
     "NewAccount",
+    "SchemaReport",
     "open_database",
 ]
 

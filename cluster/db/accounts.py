@@ -22,17 +22,24 @@ def hash_password(password: str, salt: str) -> str:
     return hashlib.sha256((salt + password).encode("utf-8")).hexdigest()
 
 
-def new_account(account_no: int) -> NewAccount:
-    """Account `account_no` with ID ``ID_<no>``, nick ``NICK_<no>``, a random password that is not
-    kept (only its salted hash), and a random 64-character session key."""
+def unusable_password() -> tuple[str, str]:
+    """(userpass, salt) for an account created without a password: the sha256 hash of a fresh
+    random salt and a random password that is not kept, as ``cluster accounts create`` has always
+    written. Not an argon2id hash, so the web login refuses it until a password is set."""
     salt = secrets.token_hex(16)
+    return hash_password(secrets.token_urlsafe(18), salt), salt
+
+
+def new_account(account_no: int, password_hash: str | None = None) -> NewAccount:
+    """Account `account_no` with ID ``ID_<no>``, nick ``NICK_<no>``, a random 64-character session
+    key, and `password_hash` as its userpass (None: a random password that is not kept, only its
+    salted sha256 hash, see :func:`unusable_password`)."""
     return NewAccount(
         account_no=account_no,
         user_id=f"ID_{account_no}",
         nickname=f"NICK_{account_no}",
-        password_hash=hash_password(secrets.token_urlsafe(18), salt),
-        salt=salt,
         session_key=secrets.token_hex(KEY_LENGTH // 2).encode("ascii"),
+        password_hash=password_hash,
     )
 
 
@@ -45,8 +52,9 @@ def format_line(account: NewAccount) -> str:
 def read_accounts_file(path: str | os.PathLike[str]) -> list[tuple[int, str, str, bytes]]:
     """Every ``(account_no, user_id, nickname, session_key)`` in an accounts file, in file order.
 
-    Blank lines are skipped. Raises ValueError naming the file and line number for a line that
-    does not have four tab-separated fields, an integer AccountNo and a 64-character ASCII key;
+    Blank lines are skipped; a fifth field (the Password column of ``cluster accounts create``)
+    is not read here. Raises ValueError naming the file and line number for a line that does not
+    have four or five tab-separated fields, an integer AccountNo and a 64-character ASCII key;
     OSError when the file cannot be read."""
     accounts = []
     text = Path(path).read_text(encoding="utf-8")
@@ -55,9 +63,9 @@ def read_accounts_file(path: str | os.PathLike[str]) -> list[tuple[int, str, str
             continue
         fields = line.split("\t")
         where = f"{path}:{number}"
-        if len(fields) != 4:
-            raise ValueError(f"{where}: expected 4 tab-separated fields, found {len(fields)}")
-        no_text, user_id, nickname, key_text = fields
+        if len(fields) not in (4, 5):
+            raise ValueError(f"{where}: expected 4 or 5 tab-separated fields, found {len(fields)}")
+        no_text, user_id, nickname, key_text = fields[:4]
         try:
             account_no = int(no_text)
         except ValueError:

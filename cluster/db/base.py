@@ -28,6 +28,27 @@ class DatabaseUnavailable(DatabaseError):
     """The database cannot be reached, or the connection broke during the call."""
 
 
+SCHEMA_VERSION = 2  # accountdb.schema_version of the schema in sql/ (absent: an earlier one)
+
+
+class SchemaReport(NamedTuple):
+    """What :meth:`Database.init_schema` did: the version now recorded, whether the schema was
+    created from nothing, and the changes made to an existing one, in words (empty: none)."""
+
+    version: int
+    created: bool
+    changes: list[str]
+
+    def summary(self) -> str:
+        """``version 2, created`` / ``version 2, nothing to change`` /
+        ``version 2; upgraded: account.userpass widened, ...``."""
+        if self.created:
+            return f"version {self.version}, created"
+        if not self.changes:
+            return f"version {self.version}, nothing to change"
+        return f"version {self.version}; upgraded: {', '.join(self.changes)}"
+
+
 class AccountRow(NamedTuple):
     """One row of ``accountdb.v_account`` (account LEFT JOIN sessionkey LEFT JOIN status).
 
@@ -40,17 +61,28 @@ class AccountRow(NamedTuple):
     status: int | None
     has_key_row: bool
     has_status_row: bool
+    key_expires: int | None = None  # sessionkey.expires: Unix seconds; None: never expires
+    #: status.owner: the worker whose session set the row; None (with status != 0): an
+    #: operator's lock (``cluster accounts lock``), which only ``cluster accounts unlock`` clears
+    status_owner: str | None = None
 
 
 class NewAccount(NamedTuple):
-    """An account to create (see :meth:`Database.create_accounts`)."""
+    """An account to create (see :meth:`Database.create_accounts`).
+
+    ``password_hash`` is written into ``userpass`` as given (an argon2id encoded hash such as
+    ``$argon2id$v=19$m=...``), with ``salt`` (None for argon2, whose encoding holds its salt).
+    When ``password_hash`` is None, ``userpass`` gets what ``cluster accounts create`` has always
+    written: sha256 of a fresh random salt and a random password that is not kept (see
+    :func:`cluster.db.accounts.unusable_password`), the salt in ``salt``; nobody can log in with
+    it on the web until a password is set."""
 
     account_no: int
     user_id: str
     nickname: str
-    password_hash: str  # 64 hex chars: sha256(salt + password)
-    salt: str  # 32 hex chars
     session_key: bytes  # 64 bytes
+    password_hash: str | None = None
+    salt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,8 +144,11 @@ class Database(abc.ABC):
     async def close(self) -> None: ...
 
     @abc.abstractmethod
-    async def init_schema(self) -> None:
-        """Create both databases' tables and the view if missing (idempotent)."""
+    async def init_schema(self) -> SchemaReport:
+        """Create both databases' tables and the view if missing, or bring an earlier schema up
+        to :data:`SCHEMA_VERSION` (idempotent; see :mod:`cluster.db.upgrade`). Raises
+        DatabaseError (one line) for a schema it cannot upgrade safely or that is newer than
+        this code."""
 
     # -- accountdb --------------------------------------------------------------------------------
 
@@ -127,13 +162,44 @@ class Database(abc.ABC):
         one round trip for many logins."""
 
     @abc.abstractmethod
-    async def enter_game_many(self, account_nos: list[int], owner: str) -> None:
-        """:meth:`enter_game` for many accounts in one statement (rows that are missing are
-        skipped)."""
+    async def enter_game_many(
+        self, account_nos: list[int], owner: str
+    ) -> tuple[set[int], set[int]]:
+        """:meth:`enter_game` for many accounts in one statement; returns the accounts now in
+        game with `owner`, and those without a status row. The others are locked by an
+        operator (status != 0, no owner), which a game login never overrides."""
+
+    @abc.abstractmethod
+    async def set_status(self, account_no: int, status: int) -> bool:
+        """An operator's write: the account's status row to `status` with no owner (1: locked,
+        0: unlocked); False when it has no status row."""
 
     @abc.abstractmethod
     async def session_key(self, account_no: int) -> bytes | None:
         """The stored 64-byte session key, or None (no row, or NULL)."""
+
+    @abc.abstractmethod
+    async def session_key_and_expiry(self, account_no: int) -> tuple[bytes, int | None] | None:
+        """(key, expires) of the account's sessionkey row: expires is the Unix time in seconds
+        after which the key is no longer valid, None for a key that never expires. None when
+        there is no row or its key is NULL."""
+
+    @abc.abstractmethod
+    async def login_row(self, user_id: str) -> tuple[int, str | None] | None:
+        """(AccountNo, userpass) of the account whose ``userid`` is exactly `user_id` (case and
+        trailing spaces count, on both backends), None when there is none. userpass is None when
+        no password is set. ``userid`` is not unique in the schema: the lowest AccountNo wins."""
+
+    @abc.abstractmethod
+    async def set_password(self, account_no: int, password_hash: str) -> bool:
+        """Store `password_hash` (an encoded argon2id hash) as the account's userpass (its salt
+        column is cleared: the encoding holds the salt). False when there is no such account."""
+
+    @abc.abstractmethod
+    async def issue_key(self, account_no: int, session_key: bytes, expires: int | None) -> None:
+        """Insert or replace the account's sessionkey row: `session_key` (64 raw bytes, else
+        ValueError) valid until `expires` (Unix seconds; None: never expires). Nothing is written
+        for an AccountNo that has no account row."""
 
     @abc.abstractmethod
     async def enter_game(self, account_no: int, owner: str) -> bool:

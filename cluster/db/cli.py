@@ -21,18 +21,22 @@ BATCH_SIZE = 5000  # accounts per transaction (three multi-row INSERTs)
 
 
 async def init_db(config: Config) -> str:
-    """Create the databases (MySQL), tables and view when missing (idempotent); returns a one-line
-    summary such as ``schema ready on sqlite:///DIR (accountdb, status_server)``."""
+    """Create the databases (MySQL), tables and view when missing, or bring an earlier schema up
+    to the current one (idempotent; see :mod:`cluster.db.upgrade`); returns a one-line summary
+    such as ``schema ready on sqlite:///DIR (accountdb, status_server): version 2, nothing to
+    change`` (``...: version 2, created`` / ``...: version 2; upgraded: account.userpass widened,
+    sessionkey.expires added, ...``). A schema that cannot be upgraded safely, or is newer than
+    this code, raises DatabaseError (SchemaRefused) with one line, before anything is changed."""
     db = await open_database(config)
     try:
-        await db.init_schema()
+        result = await db.init_schema()
     finally:
         await db.close()
     if isinstance(parse(config.db.url), MysqlTarget):
         names = schema.database_names(config.db.prefix)
     else:
         names = (schema.ACCOUNTDB, schema.STATUS_SERVER)
-    return f"schema ready on {db.url} ({', '.join(names)})"
+    return f"schema ready on {db.url} ({', '.join(names)}): {result.summary()}"
 
 
 async def create_accounts(

@@ -19,14 +19,16 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import aiomysql
 import pymysql.err
 from pymysql.constants import CLIENT
 
-from cluster.db import schema, statements
+from cluster.db import schema, statements, upgrade
 from cluster.db.base import (
+    SCHEMA_VERSION,
     AccountRow,
     BattleSample,
     ChatSample,
@@ -36,6 +38,7 @@ from cluster.db.base import (
     HardwareSample,
     LoginSample,
     NewAccount,
+    SchemaReport,
 )
 from cluster.db.url import MysqlTarget
 
@@ -140,20 +143,85 @@ class MysqlDatabase(Database):
 
     # -- schema -----------------------------------------------------------------------------------
 
-    async def init_schema(self) -> None:
+    async def init_schema(self) -> SchemaReport:
         """Create both databases (``<prefix>accountdb``, ``<prefix>status_server``), their tables
-        and the view when missing (idempotent)."""
+        and the view when missing, or bring an earlier schema up to the current one (see
+        :mod:`cluster.db.upgrade`). Raises SchemaRefused (a DatabaseError) before changing anything
+        for a schema it cannot upgrade safely or that is newer than this code. MySQL commits each
+        ALTER TABLE by itself: an upgrade cut short is finished by the next init."""
         ddl = schema.mysql_statements(self._prefix)
+        logical = dict(zip(self._names, (schema.ACCOUNTDB, schema.STATUS_SERVER), strict=True))
+        targets = upgrade.target_tables(ddl, logical)
+        accountdb = self._names[0]
 
-        async def op(s: _Session) -> None:
+        async def op(s: _Session) -> SchemaReport:
+            before = await self._inventory(s, logical)
+            upgrade.check_version(before, self.url)
+            plan = upgrade.plan_mysql(targets, before, {v: k for k, v in logical.items()}, self.url)
+            for sql, refusal in plan.checks:
+                count = int((await s.fetch(sql))[0][0])
+                if count:
+                    raise upgrade.SchemaRefused(refusal.replace("{COUNT}", str(count)))
             # "already exists" notes are expected; aiomysql would fetch and re-raise each as a
             # Python warning. Only notes are silenced, and only on this connection.
             await s.execute("SET SESSION sql_notes = 0")
-            for statement in ddl:
+            for statement in plan.statements + ddl:
                 await s.execute(statement)
             await s.execute("SET SESSION sql_notes = 1")
+            if before.version != SCHEMA_VERSION:
+                table = f"`{accountdb}`.`{upgrade.VERSION_TABLE}`"
+                await s.execute("BEGIN")
+                await s.execute(f"DELETE FROM {table}")
+                await s.execute(f"INSERT INTO {table} (`version`) VALUES (%s)", (SCHEMA_VERSION,))
+                await s.execute("COMMIT")
+            after = await self._inventory(s, logical)
+            return upgrade.report(before, after, targets, plan)
 
-        await self._run(op)
+        return await self._run(op)
+
+    async def _inventory(self, s: _Session, logical: dict[str, str]) -> upgrade.Inventory:
+        """The tables (with their columns), views, indexes and recorded version of both
+        databases (`logical`: server name -> accountdb / status_server)."""
+        found = upgrade.Inventory()
+        marks = ", ".join(["%s"] * len(logical))
+        names = tuple(logical)
+        kinds = {
+            (schema_name, table): kind
+            for schema_name, table, kind in await s.fetch(
+                "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES"
+                f" WHERE TABLE_SCHEMA IN ({marks})",
+                names,
+            )
+        }
+        columns = await s.fetch(
+            "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE,"
+            " COLUMN_DEFAULT FROM information_schema.COLUMNS"
+            f" WHERE TABLE_SCHEMA IN ({marks}) ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION",
+            names,
+        )
+        for schema_name, table, name, column_type, nullable, default in columns:
+            key = (logical[schema_name], table)
+            if kinds.get((schema_name, table)) == "VIEW":
+                found.views.setdefault(key, []).append(name)
+                continue
+            column = upgrade.parse_column(name, column_type, nullable=nullable == "YES")
+            has_default = default is not None and str(default).upper() != "NULL"
+            found.tables.setdefault(key, {})[name.lower()] = replace(
+                column, has_default=has_default
+            )
+        for schema_name, table, index in await s.fetch(
+            "SELECT DISTINCT TABLE_SCHEMA, TABLE_NAME, INDEX_NAME"
+            " FROM information_schema.STATISTICS"
+            f" WHERE TABLE_SCHEMA IN ({marks})",
+            names,
+        ):
+            found.indexes.setdefault((logical[schema_name], table), set()).add(index.lower())
+        if (schema.ACCOUNTDB, upgrade.VERSION_TABLE) in found.tables:
+            rows = await s.fetch(
+                f"SELECT MAX(`version`) FROM `{self._names[0]}`.`{upgrade.VERSION_TABLE}`"
+            )
+            found.version = None if not rows or rows[0][0] is None else int(rows[0][0])
+        return found
 
     # -- accountdb --------------------------------------------------------------------------------
 
@@ -178,15 +246,30 @@ class MysqlDatabase(Database):
 
         return await self._run(op)
 
-    async def enter_game_many(self, account_nos: list[int], owner: str) -> None:
+    async def enter_game_many(
+        self, account_nos: list[int], owner: str
+    ) -> tuple[set[int], set[int]]:
         if not account_nos:
-            return
+            return set(), set()
 
-        async def op(s: _Session) -> None:
+        async def op(s: _Session) -> tuple[set[int], set[int]]:
+            entered: set[int] = set()
+            present: set[int] = set()
             for chunk in statements.chunks(account_nos):
                 await s.execute(self._sql.enter_game_many(len(chunk)), (owner, *chunk))
+                for no, status, holder in await s.fetch(self._sql.status_rows(len(chunk)), chunk):
+                    present.add(int(no))
+                    if status and holder == owner:
+                        entered.add(int(no))
+            return entered, set(account_nos) - present
 
-        await self._run(op)
+        return await self._run(op)
+
+    async def set_status(self, account_no: int, status: int) -> bool:
+        async def op(s: _Session) -> bool:
+            return await s.execute(self._sql.set_status, (status, account_no)) > 0
+
+        return await self._run(op)
 
     async def session_key(self, account_no: int) -> bytes | None:
         async def op(s: _Session) -> bytes | None:
@@ -194,6 +277,36 @@ class MysqlDatabase(Database):
             return statements.to_key(rows[0][0]) if rows else None
 
         return await self._run(op)
+
+    async def session_key_and_expiry(self, account_no: int) -> tuple[bytes, int | None] | None:
+        async def op(s: _Session) -> tuple[bytes, int | None] | None:
+            rows = await s.fetch(self._sql.session_key_and_expiry, (account_no,))
+            return statements.to_key_and_expiry(rows[0] if rows else None)
+
+        return await self._run(op)
+
+    async def login_row(self, user_id: str) -> tuple[int, str | None] | None:
+        params = self._sql.login_row_params(user_id)
+
+        async def op(s: _Session) -> tuple[int, str | None] | None:
+            rows = await s.fetch(self._sql.login_row, params)
+            return (int(rows[0][0]), rows[0][1]) if rows else None
+
+        return await self._run(op)
+
+    async def set_password(self, account_no: int, password_hash: str) -> bool:
+        async def op(s: _Session) -> bool:
+            return await s.execute(self._sql.set_password, (password_hash, account_no)) > 0
+
+        return await self._run(op)
+
+    async def issue_key(self, account_no: int, session_key: bytes, expires: int | None) -> None:
+        params = self._sql.issue_key_params(account_no, session_key, expires)
+
+        async def op(s: _Session) -> None:
+            await s.execute(self._sql.issue_key, params)
+
+        await self._run(op)
 
     async def enter_game(self, account_no: int, owner: str) -> bool:
         async def op(s: _Session) -> bool:

@@ -3,7 +3,7 @@
 ``sql/mysql.sql`` is a template with ``{accountdb}`` / ``{status_server}`` placeholders for the
 prefixed database names; :func:`mysql_statements` substitutes them and splits the file into single
 statements (at each ``;`` that ends a line, ``--`` comment lines dropped). ``sql/sqlite.sql`` is
-one script for ``sqlite3.Connection.executescript``.
+split the same way (:func:`sqlite_statements`), its names already the attached databases'.
 """
 
 from __future__ import annotations
@@ -27,7 +27,12 @@ def mysql_statements(prefix: str) -> list[str]:
     """The MySQL/MariaDB schema as single idempotent statements, databases named for `prefix`."""
     accountdb, status_server = database_names(prefix)
     text = _read("mysql.sql").replace("{accountdb}", accountdb)
-    text = text.replace("{status_server}", status_server)
+    return split(text.replace("{status_server}", status_server))
+
+
+def split(text: str) -> list[str]:
+    """`text` as single statements: split at each ``;`` that ends a line, ``--`` comment lines
+    dropped."""
     statements, current = [], []
     for line in text.splitlines():
         if line.lstrip().startswith("--"):
@@ -44,3 +49,9 @@ def mysql_statements(prefix: str) -> list[str]:
 def sqlite_script() -> str:
     """The SQLite schema script (accountdb and status_server must be attached)."""
     return _read("sqlite.sql")
+
+
+def sqlite_statements() -> list[str]:
+    """The SQLite schema as single idempotent statements (run one by one, so that they can share
+    a transaction with an upgrade)."""
+    return split(sqlite_script())

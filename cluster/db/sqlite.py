@@ -19,10 +19,12 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, TypeVar
 
-from cluster.db import schema, statements
+from cluster.db import schema, statements, upgrade
 from cluster.db.base import (
+    SCHEMA_VERSION,
     AccountRow,
     BattleSample,
     ChatSample,
@@ -32,6 +34,7 @@ from cluster.db.base import (
     HardwareSample,
     LoginSample,
     NewAccount,
+    SchemaReport,
 )
 from cluster.db.url import SqliteTarget
 
@@ -137,14 +140,33 @@ class SqliteDatabase(Database):
 
     # -- schema -----------------------------------------------------------------------------------
 
-    async def init_schema(self) -> None:
-        """Create DIR, both files, their tables and the view when missing (idempotent)."""
-        script = schema.sqlite_script()
+    async def init_schema(self) -> SchemaReport:
+        """Create DIR, both files, their tables and the view when missing, or bring an earlier
+        schema up to the current one (see :mod:`cluster.db.upgrade`), in one transaction: an
+        upgrade that fails leaves the files as they were. Raises SchemaRefused (a DatabaseError)
+        for a schema it cannot upgrade safely or that is newer than this code."""
+        ddl = schema.sqlite_statements()
+        targets = upgrade.target_tables(ddl, {})
 
-        def job(conn: sqlite3.Connection) -> None:
-            conn.executescript(script)
+        def job(conn: sqlite3.Connection) -> SchemaReport:
+            conn.execute("BEGIN IMMEDIATE")
+            before = _inventory(conn)
+            upgrade.check_version(before, self.url)
+            plan = upgrade.plan_sqlite(targets, before, self.url)
+            conn.execute(f"DROP VIEW IF EXISTS {schema.ACCOUNTDB}.{upgrade.VIEW}")
+            for statement in plan.statements + ddl:
+                conn.execute(statement)
+            if before.version != SCHEMA_VERSION:
+                conn.execute(f"DELETE FROM {schema.ACCOUNTDB}.{upgrade.VERSION_TABLE}")
+                conn.execute(
+                    f"INSERT INTO {schema.ACCOUNTDB}.{upgrade.VERSION_TABLE} (version) VALUES (?)",
+                    (SCHEMA_VERSION,),
+                )
+            after = _inventory(conn)
+            conn.execute("COMMIT")
+            return upgrade.report(before, after, targets, plan)
 
-        await self._run(job)
+        return await self._run(job)
 
     # -- accountdb --------------------------------------------------------------------------------
 
@@ -169,17 +191,32 @@ class SqliteDatabase(Database):
 
         return await self._run(job)
 
-    async def enter_game_many(self, account_nos: list[int], owner: str) -> None:
+    async def enter_game_many(
+        self, account_nos: list[int], owner: str
+    ) -> tuple[set[int], set[int]]:
         if not account_nos:
-            return
+            return set(), set()
 
-        def job(conn: sqlite3.Connection) -> None:
+        def job(conn: sqlite3.Connection) -> tuple[set[int], set[int]]:
+            entered: set[int] = set()
+            present: set[int] = set()
             conn.execute("BEGIN")
             for chunk in statements.chunks(account_nos):
                 conn.execute(self._sql.enter_game_many(len(chunk)), (owner, *chunk))
+                for no, status, holder in conn.execute(self._sql.status_rows(len(chunk)), chunk):
+                    present.add(int(no))
+                    if status and holder == owner:
+                        entered.add(int(no))
             conn.execute("COMMIT")
+            return entered, set(account_nos) - present
 
-        await self._run(job)
+        return await self._run(job)
+
+    async def set_status(self, account_no: int, status: int) -> bool:
+        def job(conn: sqlite3.Connection) -> bool:
+            return conn.execute(self._sql.set_status, (status, account_no)).rowcount > 0
+
+        return await self._run(job)
 
     async def session_key(self, account_no: int) -> bytes | None:
         def job(conn: sqlite3.Connection) -> bytes | None:
@@ -187,6 +224,36 @@ class SqliteDatabase(Database):
             return statements.to_key(row[0]) if row else None
 
         return await self._run(job)
+
+    async def session_key_and_expiry(self, account_no: int) -> tuple[bytes, int | None] | None:
+        def job(conn: sqlite3.Connection) -> tuple[bytes, int | None] | None:
+            row = conn.execute(self._sql.session_key_and_expiry, (account_no,)).fetchone()
+            return statements.to_key_and_expiry(row)
+
+        return await self._run(job)
+
+    async def login_row(self, user_id: str) -> tuple[int, str | None] | None:
+        params = self._sql.login_row_params(user_id)
+
+        def job(conn: sqlite3.Connection) -> tuple[int, str | None] | None:
+            row = conn.execute(self._sql.login_row, params).fetchone()
+            return None if row is None else (int(row[0]), row[1])
+
+        return await self._run(job)
+
+    async def set_password(self, account_no: int, password_hash: str) -> bool:
+        def job(conn: sqlite3.Connection) -> bool:
+            return conn.execute(self._sql.set_password, (password_hash, account_no)).rowcount > 0
+
+        return await self._run(job)
+
+    async def issue_key(self, account_no: int, session_key: bytes, expires: int | None) -> None:
+        params = self._sql.issue_key_params(account_no, session_key, expires)
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(self._sql.issue_key, params)
+
+        await self._run(job)
 
     async def enter_game(self, account_no: int, owner: str) -> bool:
         def job(conn: sqlite3.Connection) -> bool:
@@ -279,6 +346,42 @@ class SqliteDatabase(Database):
             conn.execute(sql, params)
 
         await self._run(job)
+
+
+def _inventory(conn: sqlite3.Connection) -> upgrade.Inventory:
+    """The tables (with their columns), views, indexes and recorded version of both files."""
+    found = upgrade.Inventory()
+    for database in (schema.ACCOUNTDB, schema.STATUS_SERVER):
+        objects = conn.execute(
+            f"SELECT type, name, tbl_name FROM {database}.sqlite_master"
+            " WHERE type IN ('table', 'view', 'index') AND name NOT LIKE 'sqlite_%'"
+        ).fetchall()
+        for kind, name, table in objects:
+            if kind == "index":
+                found.indexes.setdefault((database, table), set()).add(name.lower())
+                continue
+            info = conn.execute(f"PRAGMA {database}.table_info({_quote(name)})").fetchall()
+            if kind == "view":
+                found.views[(database, name)] = [row[1] for row in info]
+                continue
+            found.tables[(database, name)] = {
+                row[1].lower(): replace(
+                    upgrade.parse_column(row[1], row[2] or "", nullable=not row[3]),
+                    primary=row[5] > 0,
+                    has_default=row[4] is not None,
+                )
+                for row in info
+            }
+    if (schema.ACCOUNTDB, upgrade.VERSION_TABLE) in found.tables:
+        row = conn.execute(
+            f"SELECT MAX(version) FROM {schema.ACCOUNTDB}.{upgrade.VERSION_TABLE}"
+        ).fetchone()
+        found.version = None if row is None or row[0] is None else int(row[0])
+    return found
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _primary_code(exc: sqlite3.Error) -> int | None:

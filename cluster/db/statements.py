@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from cluster.db.accounts import unusable_password
 from cluster.db.base import (
     AccountRow,
     BattleSample,
@@ -30,18 +31,44 @@ MYSQL_ROWS_CHUNK = 2000  # rows per multi-row INSERT on MySQL (about 0.5 MB of S
 SQLITE_ROWS_CHUNK = 150  # rows per multi-row INSERT on SQLite (750 parameters)
 
 _ACCOUNT = (
-    "SELECT `accountno`, `userid`, `usernick`, `sessionkey`, `status`, `key_row`, `status_row`"
+    "SELECT `accountno`, `userid`, `usernick`, `sessionkey`, `status`, `key_row`, `status_row`,"
+    " `key_expires`, `status_owner`"
     " FROM `{a}`.`v_account` WHERE `accountno` = ?"
 )
 _ACCOUNTS = (
-    "SELECT `accountno`, `userid`, `usernick`, `sessionkey`, `status`, `key_row`, `status_row`"
+    "SELECT `accountno`, `userid`, `usernick`, `sessionkey`, `status`, `key_row`, `status_row`,"
+    " `key_expires`, `status_owner`"
     " FROM `{a}`.`v_account` WHERE `accountno` IN ({marks})"
 )
+# An operator's lock (status != 0 without an owner) is never taken over by a game login.
 _ENTER_GAME_MANY = (
     "UPDATE `{a}`.`status` SET `status` = 1, `owner` = ? WHERE `accountno` IN ({marks})"
+    " AND (`status` = 0 OR (`owner` IS NOT NULL AND `owner` <> ''))"
 )
+_STATUS_ROWS = (
+    "SELECT `accountno`, `status`, `owner` FROM `{a}`.`status` WHERE `accountno` IN ({marks})"
+)
+_SET_STATUS = "UPDATE `{a}`.`status` SET `status` = ?, `owner` = NULL WHERE `accountno` = ?"
 _SESSION_KEY = "SELECT `sessionkey` FROM `{a}`.`sessionkey` WHERE `accountno` = ?"
-_ENTER_GAME = "UPDATE `{a}`.`status` SET `status` = 1, `owner` = ? WHERE `accountno` = ?"
+_SESSION_KEY_AND_EXPIRY = (
+    "SELECT `sessionkey`, `expires` FROM `{a}`.`sessionkey` WHERE `accountno` = ?"
+)
+# {exact_userid}: MySQL compares CHAR columns ignoring case and trailing spaces; the second
+# condition makes the match exact there, while the first one still uses userid_INDEX.
+_LOGIN_ROW = (
+    "SELECT `accountno`, `userpass` FROM `{a}`.`account` WHERE `userid` = ?{exact_userid}"
+    " ORDER BY `accountno` LIMIT 1"
+)
+_SET_PASSWORD = "UPDATE `{a}`.`account` SET `userpass` = ?, `salt` = NULL WHERE `accountno` = ?"
+# REPLACE (delete + insert) exists on both backends; the SELECT writes nothing without an account.
+_ISSUE_KEY = (
+    "REPLACE INTO `{a}`.`sessionkey` (`accountno`, `sessionkey`, `expires`)"
+    " SELECT `accountno`, {key}, ? FROM `{a}`.`account` WHERE `accountno` = ?"
+)
+_ENTER_GAME = (
+    "UPDATE `{a}`.`status` SET `status` = 1, `owner` = ? WHERE `accountno` = ?"
+    " AND (`status` = 0 OR (`owner` IS NOT NULL AND `owner` <> ''))"
+)
 _LEAVE_GAME = (
     "UPDATE `{a}`.`status` SET `status` = 0, `owner` = NULL"
     " WHERE `owner` = ? AND `accountno` IN ({marks})"
@@ -99,13 +126,26 @@ class Statements:
         now: str,
         key: str,
         key_param: Callable[[bytes], Any],
+        exact_userid: str,
     ) -> None:
-        self._names = {"a": accountdb, "s": status_server, "now": now, "key": key}
+        self._names = {
+            "a": accountdb,
+            "s": status_server,
+            "now": now,
+            "key": key,
+            "exact_userid": exact_userid,
+        }
         self._param = param
         self.key_param = key_param
         self.account = self._render(_ACCOUNT)
         self.session_key = self._render(_SESSION_KEY)
+        self.session_key_and_expiry = self._render(_SESSION_KEY_AND_EXPIRY)
+        self.login_row = self._render(_LOGIN_ROW)
+        self._login_row_marks = self.login_row.count(param)
+        self.set_password = self._render(_SET_PASSWORD)
+        self.issue_key = self._render(_ISSUE_KEY)
         self.enter_game = self._render(_ENTER_GAME)
+        self.set_status = self._render(_SET_STATUS)
         self.release_owner = self._render(_RELEASE_OWNER)
         self.owners_in_game = self._render(_OWNERS_IN_GAME)
         self.max_account_no = self._render(_MAX_ACCOUNT_NO)
@@ -119,6 +159,20 @@ class Statements:
         sql = template.format(marks=", ".join("?" * marks), rows=rows, **self._names)
         return sql.replace("?", self._param)
 
+    def login_row_params(self, user_id: str) -> tuple[str, ...]:
+        """The parameters of :attr:`login_row`: `user_id`, once per mark."""
+        return (user_id,) * self._login_row_marks
+
+    def issue_key_params(
+        self, account_no: int, session_key: bytes, expires: int | None
+    ) -> tuple[Any, ...]:
+        """The parameters of :attr:`issue_key` (ValueError for a key that is not 64 bytes)."""
+        if len(session_key) != 64:
+            raise ValueError(
+                f"AccountNo {account_no}: session key is {len(session_key)} bytes, not 64"
+            )
+        return (self.key_param(session_key), expires, account_no)
+
     def accounts(self, count: int) -> str:
         """v_account rows of `count` AccountNos; parameters: the AccountNos."""
         return self._render(_ACCOUNTS, count)
@@ -126,6 +180,10 @@ class Statements:
     def enter_game_many(self, count: int) -> str:
         """UPDATE for `count` AccountNos; parameters: owner, then the AccountNos."""
         return self._render(_ENTER_GAME_MANY, count)
+
+    def status_rows(self, count: int) -> str:
+        """SELECT AccountNo, status, owner of `count` status rows; parameters: the AccountNos."""
+        return self._render(_STATUS_ROWS, count)
 
     def leave_game(self, count: int) -> str:
         """UPDATE for `count` AccountNos; parameters: owner, then the AccountNos."""
@@ -160,7 +218,13 @@ class Statements:
 
 
 def _account_values(a: NewAccount) -> tuple[Any, ...]:
-    return (a.account_no, a.user_id, a.password_hash, a.nickname, a.salt)
+    userpass: str
+    salt: str | None
+    if a.password_hash is None:
+        userpass, salt = unusable_password()
+    else:
+        userpass, salt = a.password_hash, a.salt
+    return (a.account_no, a.user_id, userpass, a.nickname, salt)
 
 
 def _status_values(a: NewAccount) -> tuple[Any, ...]:
@@ -176,6 +240,7 @@ def mysql_statements(accountdb: str, status_server: str) -> Statements:
         now="NOW()",
         key="UNHEX(?)",
         key_param=bytes.hex,
+        exact_userid=" AND CAST(`userid` AS BINARY) = CAST(? AS BINARY)",
     )
 
 
@@ -189,6 +254,7 @@ def sqlite_statements() -> Statements:
         now="datetime('now', 'localtime')",
         key="?",
         key_param=bytes,
+        exact_userid="",
     )
 
 
@@ -209,7 +275,7 @@ def to_key(value: Any) -> bytes | None:
 
 def to_account_row(row: Sequence[Any]) -> AccountRow:
     """One v_account row (the columns of the ``account`` statement) as an AccountRow."""
-    account_no, user_id, nickname, key, status, key_row, status_row = row
+    account_no, user_id, nickname, key, status, key_row, status_row, expires, owner = row
     return AccountRow(
         account_no=int(account_no),
         user_id=user_id,
@@ -218,7 +284,19 @@ def to_account_row(row: Sequence[Any]) -> AccountRow:
         status=None if status is None else int(status),
         has_key_row=key_row is not None,
         has_status_row=status_row is not None,
+        key_expires=None if expires is None else int(expires),
+        status_owner=owner or None,
     )
+
+
+def to_key_and_expiry(row: Sequence[Any] | None) -> tuple[bytes, int | None] | None:
+    """A (sessionkey, expires) row as the interface's pair (None: no row or a NULL key)."""
+    if row is None:
+        return None
+    key = to_key(row[0])
+    if key is None:
+        return None
+    return key, None if row[1] is None else int(row[1])
 
 
 def hardware_params(sample: HardwareSample) -> tuple[Any, ...]:
