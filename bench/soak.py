@@ -56,11 +56,12 @@ def main() -> int:
             "broker": {"bind": f"tcp://127.0.0.1:{broker}"},
             "gateway": {"login_port": login, "game_port": game},
             "chat": {"enabled": False},
+            "web": {"enabled": False},  # the dummy uses the listed keys
             "monitor": {"metrics_port": metrics, "summary_interval": 3600.0},
         })  # fmt: skip
         try:
             run_cluster_command(config, "accounts", "create", "--count", str(args.clients),
-                                "--out", str(work / "accounts.tsv"))  # fmt: skip
+                                "--out", str(work / "accounts.tsv"), "--no-passwords")  # fmt: skip
             cluster = start_cluster(config, work / "cluster.log")
             roles = cluster_roles(cluster)
             report_path = work / "report.json"

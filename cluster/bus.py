@@ -110,7 +110,7 @@ EVICTED = b"EVICTED"
 REGISTERED = b"REGISTERED"
 
 #: Roles a peer may register with. Workers of SERVICES are placement targets.
-ROLES = ("gateway", "game", "chat", "auth", "monitor", "cli")
+ROLES = ("gateway", "game", "chat", "auth", "monitor", "web", "cli")
 SERVICES = ("game", "chat", "auth")
 #: Services whose sessions are placed by account: an account held by a live worker goes to it.
 BY_ACCOUNT = ("game", "chat")

@@ -101,6 +101,9 @@ class AuthSection:
     link_timeout: float = _ranged(5.0, 0.05, 120)  # systemlink: wait this long for the game ACK
     max_inflight: int = _ranged(1000, 1, 1_000_000)  # logins one auth worker works on at once
     reconcile_interval: float = _ranged(30.0, 0.1)  # seconds between dead-owner status checks
+    key_ttl: int = _ranged(600, 0, 10 * 365 * 86400)  # life of a web-issued key (s); 0 = forever
+    #: accounts below this AccountNo log in with any key (the original's dummies); 0 = off
+    dummy_accounts_below: int = _ranged(0, 0, 2**62)
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,26 @@ class ChatSection:
     pending_key_ttl: float = _ranged(60.0, 0.1)  # systemlink: a pushed key's lifetime
     frame_interval: float = _ranged(0.02, 0.001, 1.0)  # longest pause between two loop frames
     max_inbox: int = _ranged(100_000, 100, 100_000_000)  # items queued before reading pauses
+
+
+@dataclass(frozen=True)
+class WebSection:
+    """``[web]``: the web login (``POST /v1/login``: ID and password -> a session key)."""
+
+    enabled: bool = True  # `cluster up` starts the web role
+    host: str = "127.0.0.1"
+    port: int = _port(8080)
+    #: argon2id cost of the password hashes `cluster accounts` makes (OWASP's first profile)
+    hash_time_cost: int = _ranged(2, 1, 100)
+    hash_memory_kib: int = _ranged(19456, 8, 4_194_304)
+    hash_parallelism: int = _ranged(1, 1, 64)
+    hash_threads: int = _ranged(2, 1, 256)  # password checks run at once (a thread pool)
+    max_waiting: int = _ranged(256, 0, 1_000_000)  # logins queued for a hash thread; more: 503
+    address_rate: float = _ranged(10.0, 0)  # attempts per second per client address; 0 = off
+    address_burst: int = _ranged(20, 1, 1_000_000)  # ... and as many at once
+    lockout_failures: int = _ranged(5, 0, 1_000_000)  # wrong passwords that lock; 0 = off
+    lockout_window: float = _ranged(900.0, 1)  # ... within this many seconds
+    lockout_duration: float = _ranged(900.0, 1)  # seconds the account's web login stays locked
 
 
 @dataclass(frozen=True)
@@ -178,6 +201,7 @@ class Config:
     auth: AuthSection = field(default_factory=AuthSection)
     game: GameSection = field(default_factory=GameSection)
     chat: ChatSection = field(default_factory=ChatSection)
+    web: WebSection = field(default_factory=WebSection)
     monitor: MonitorSection = field(default_factory=MonitorSection)
     security: SecuritySection = field(default_factory=SecuritySection)
     protocol: ProtocolSection = field(default_factory=ProtocolSection)
@@ -308,6 +332,15 @@ def _resolve(config: Config) -> Config:
     if config.chat.enabled and gateway.chat_port in (gateway.login_port, gateway.game_port):
         other = "login_port" if gateway.chat_port == gateway.login_port else "game_port"
         raise ConfigError(f"gateway.chat_port: {gateway.chat_port} is also the {other}")
+    web = config.web
+    if not web.host:
+        raise ConfigError("web.host: must not be empty")
+    gateway_ports = {"login_port": gateway.login_port, "game_port": gateway.game_port}
+    if config.chat.enabled:
+        gateway_ports["chat_port"] = gateway.chat_port
+    for name, port in gateway_ports.items():
+        if web.enabled and web.host == gateway.host and web.port == port:
+            raise ConfigError(f"web.port: {web.port} is also the gateway.{name}")
     for key, module in (("game.app", config.game.app), ("chat.app", config.chat.app)):
         if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", module):
             raise ConfigError(f"{key}: {module!r} is not a module name (like workers.apps.echo)")

@@ -44,7 +44,7 @@ HELP: dict[str, str] = {
     "memory_mb": "Private (unique set) memory of this process in MB (MEMORY_COMMIT).",
     "packet_pool": "Messages held in this process's queues right now (PACKET_POOL).",
     "sessions": "Client sessions held (SESSION): gateway all ports, game worker all modes, "
-    "chat worker all sessions, auth worker logins in progress.",
+    "chat worker all sessions, auth worker logins in progress, web login requests in progress.",
     "sessions_login": "Gateway: client sessions on the login port.",
     "sessions_game": "Gateway: client sessions on the game port.",
     "sessions_chat": "Gateway: client sessions on the chat port.",
@@ -91,6 +91,24 @@ HELP: dict[str, str] = {
     "login_latency_avg_ms": "Auth worker: mean login time of the last second, ms (0 if none).",
     "login_latency_max_ms": "Auth worker: slowest login of the last second, ms (0 if none).",
     "game_workers": "Auth worker: game workers it knows.",
+    "login_ok": "Web login: logins that issued a session key since start.",
+    "login_invalid": "Web login: logins refused for a wrong password, an unknown user or an "
+    "account without a password since start (401).",
+    "login_locked": "Web login: logins refused because the account is locked out since start "
+    "(401, the same answer as a wrong password).",
+    "login_rate_limited": "Web login: requests refused for going over the per-address rate "
+    "since start (429).",
+    "login_bad_request": "Web login: requests refused for a malformed body since start (400, "
+    "413).",
+    "login_busy": "Web login: logins refused because too many waited for a hashing thread "
+    "since start (503).",
+    "login_unavailable": "Web login: logins answered 503 because the database could not be "
+    "reached since start.",
+    "lockouts": "Web login: accounts locked out (too many wrong passwords) since start.",
+    "accounts_locked": "Web login: accounts locked out right now.",
+    "hashing": "Web login: password checks running or queued for a hashing thread right now.",
+    "rate_addresses": "Web login: client addresses whose rate bucket is not full right now.",
+    "login_ok_tps": "Web login: session keys issued per second.",
     "peers": "Broker: registered peers.",
     "routed_tps": "Broker: messages routed per second.",
     "placed_tps": "Broker: sessions placed on workers per second.",

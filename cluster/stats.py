@@ -8,7 +8,7 @@ sends it over the bus (STATS) to the monitor. A sample is a flat msgpack map:
 key                  meaning
 ===================  =====================================================================
 ``id``               the process's bus identity (unique, e.g. ``game@host/pid/rand``)
-``role``             broker | gateway | auth | game | chat | monitor
+``role``             broker | gateway | auth | game | chat | monitor | web
 ``host``, ``pid``    where it runs
 ``time``             Unix time the sample was taken
 ``cpu_percent``      CPU of this process over the last second, % of one core (CPU)
@@ -46,6 +46,11 @@ Role fields (totals only grow; ``*_tps`` / ``*_fps`` are per second over the las
   ``game_workers`` (live game workers it knows of)
 - broker: ``peers``, ``routed_tps``, ``placed_tps``, ``holders`` (accounts placed on a worker)
 - monitor: ``processes`` (live processes it tracks)
+- web (the web login): totals ``login_ok``, ``login_invalid`` (wrong password, unknown user,
+  no password), ``login_locked``, ``login_rate_limited``, ``login_bad_request``,
+  ``login_busy``, ``login_unavailable``, ``lockouts`` (accounts locked); ``accounts_locked``
+  (locked now), ``hashing`` (password checks running or queued), ``rate_addresses``,
+  ``login_ok_tps``; ``sessions`` are its requests in progress
 
 The monitor adds ``heartbeat_age_s`` (seconds since it last heard from the process) to what it
 serves.

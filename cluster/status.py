@@ -27,6 +27,7 @@ TPS_FIELD = {
     "game": "recv_tps",
     "chat": "message_tps",
     "auth": "login_success_tps",
+    "web": "login_ok_tps",
     "broker": "routed_tps",
 }
 #: The role's own figures in the table's FIGURES column: (label, sample field), in order.
@@ -41,6 +42,8 @@ FIGURES: dict[str, tuple[tuple[str, str], ...]] = {
     "auth": (("avg_ms", "login_latency_avg_ms"), ("total", "login_total")),
     "broker": (("peers", "peers"), ("holders", "holders")),
     "monitor": (("processes", "processes"),),
+    "web": (("ok", "login_ok"), ("invalid", "login_invalid"), ("locked", "login_locked"),
+            ("limited", "login_rate_limited"), ("accounts_locked", "accounts_locked")),
 }  # fmt: skip
 
 

@@ -12,8 +12,10 @@ from a sector the server has confirmed, so the sector it is said in is known.
 
 The login path is the real client's: login port (CS_LOGIN_REQ_LOGIN after ``delay_login`` ms)
 -> RES_LOGIN -> the chat address it names -> CS_CHAT_REQ_LOGIN with the ID and Nickname RES_LOGIN
-gave; the direct path goes straight to the chat port with the key, ID and Nickname of the
-accounts file.
+gave; the web path first logs in on the web login (``POST /v1/login`` with the account's UserID and
+password, :mod:`dummy.web`) on each (re)connect, for a fresh key and the login address, then goes
+the login path with that key; the direct path goes straight to the chat port with the key, ID and
+Nickname of the accounts file.
 
 Every reply is checked (the kinds are :data:`CHECK_ERRORS`, the original's error log):
 
@@ -39,7 +41,9 @@ relayed to another worker may reach it after its player moved on, so it is a fig
 
 An action unanswered for ``reply_timeout`` counts as ``reply_timeout`` (once); a login unanswered
 for ``login_timeout`` as ``login_timeout``; login-port statuses other than OK as
-``login_<status>``; a chat login refused as ``chat_login_failed``. A connection the server closes
+``login_<status>``; a chat login refused as ``chat_login_failed``; a web login as ``web_ok`` or an
+error ``web_invalid``, ``web_rate_limited``, ``web_busy`` or ``web_error``, after which the client
+waits (the answer's Retry-After, about 1 s) before it tries again. A connection the server closes
 unexpectedly is a Down Client: Login DownClient on the login port (before its answer), Chat
 DownClient on the chat port.
 """
@@ -53,7 +57,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 from cluster.codec import RemoteProtocolError
 from cluster.messages import (
@@ -72,7 +76,8 @@ from cluster.messages import (
     LoginResLogin,
     LoginStatus,
 )
-from dummy.engine import PATHS, Counters, LoadEngine
+from dummy.accounts import Account
+from dummy.engine import PATHS, Counters, LoadEngine, check_web_options
 from dummy.histogram import Histogram
 
 log = logging.getLogger("dummy")
@@ -116,13 +121,8 @@ CHECK_ERRORS = frozenset({
 })  # fmt: skip
 
 
-class ChatAccount(NamedTuple):
-    """One line of the accounts file."""
-
-    account_no: int
-    user_id: str
-    nickname: str
-    session_key: bytes
+#: One line of the accounts file (the chat load uses its ID and Nickname too).
+ChatAccount = Account
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,10 @@ class ChatOptions:
     #: What the neighbour check expects (1: the server's 3 x 3 rule). Other values only exist to
     #: show that the checks catch a server that does not follow the rule the dummy expects.
     expect_radius: int = 1
+    web_host: str = "127.0.0.1"  # the web login (--path web)
+    web_port: int = 8080
+    web_concurrency: int = 64  # web logins in flight at most (the rest wait their turn)
+    web_timeout: float = 10.0  # s: a web login unanswered by then is a web_error
 
     def check(self) -> None:
         """Raise ValueError naming the first bad option."""
@@ -166,6 +170,7 @@ class ChatOptions:
             raise ValueError("--duration must be positive")
         if self.path not in PATHS:
             raise ValueError(f"--path must be one of {', '.join(PATHS)}")
+        check_web_options(self)
         if not 1 <= self.sector_range <= SECTOR_MAX:
             raise ValueError(f"--sector-range must be 1..{SECTOR_MAX}")
         if self.heartbeat_interval <= 0 or self.reply_timeout <= 0:
@@ -184,6 +189,7 @@ class ChatTotals(Counters):
     chat_down: int = 0  # chat port closed by the server
     disconnects: int = 0  # connections the dummy closed on purpose (rand_disconnect)
     login_ok: int = 0  # chat logins answered OK
+    web_ok: int = 0  # web logins that gave a key (--path web); failures are errors web_*
     moves_sent: int = 0
     moves_recv: int = 0
     messages_sent: int = 0
@@ -208,6 +214,7 @@ class Phase(IntEnum):
     CHAT_CONNECTING = 3
     CHAT_LOGIN_WAIT = 4
     IN_CHAT = 5
+    WEB_WAIT = 6  # a web login under way (or waiting its turn)
 
 
 class Said:
@@ -284,8 +291,9 @@ class ChatDummyClient:
     """One account's chat client."""
 
     __slots__ = ("account", "chat_address", "connection", "deadline", "engine", "expect",
-                 "first_seq", "interval_seen", "last_sent", "last_seq", "late", "leaving", "moves",
-                 "nickname", "phase", "said", "sector", "stable_since", "user_id")  # fmt: skip
+                 "first_seq", "interval_seen", "last_sent", "last_seq", "late", "leaving",
+                 "login_address", "moves", "nickname", "phase", "retry_at", "said", "sector",
+                 "session_key", "stable_since", "user_id")  # fmt: skip
 
     def __init__(self, engine: ChatEngine, account: ChatAccount) -> None:
         self.engine = engine
@@ -295,6 +303,9 @@ class ChatDummyClient:
         self.leaving = False  # we are closing the current connection ourselves
         self.deadline = 0.0  # when the awaited login answer is overdue
         self.chat_address = (engine.options.chat_host, engine.options.chat_port)
+        self.login_address = (engine.options.login_host, engine.options.login_port)
+        self.session_key = account.session_key  # the listed one; the web path's once it has one
+        self.retry_at = 0.0  # a failed web login: no new attempt before then (monotonic)
         self.user_id = account.user_id  # as logged in to the chat port
         self.nickname = account.nickname
         self._reset()
@@ -322,10 +333,33 @@ class ChatDummyClient:
 
     # -- actions ----------------------------------------------------------------------------------
 
+    def web_login(self) -> None:
+        self.phase = Phase.WEB_WAIT
+        self.engine.spawn(self._web_login())
+
+    async def _web_login(self) -> None:
+        engine = self.engine
+        account = self.account
+        result = await engine.web().login(account.account_no, account.user_id, account.password)
+        if result.kind == "stopped":
+            self.phase = Phase.IDLE
+            return
+        if result.kind != "ok":
+            engine.totals.errors[f"web_{result.kind}"] += 1
+            self.retry_at = time.monotonic() + result.retry_after
+            self.phase = Phase.IDLE
+            return
+        engine.totals.web_ok += 1
+        if engine.stopping:
+            self.phase = Phase.IDLE
+            return
+        assert result.login is not None
+        self.session_key, self.login_address = result.session_key, result.login
+        self.connect(to_chat=False)
+
     def connect(self, to_chat: bool) -> None:
-        options = self.engine.options
         self.phase = Phase.CHAT_CONNECTING if to_chat else Phase.LOGIN_CONNECTING
-        host, port = self.chat_address if to_chat else (options.login_host, options.login_port)
+        host, port = self.chat_address if to_chat else self.login_address
         self.engine.spawn(self._connect(host, port, to_chat))
 
     async def _connect(self, host: str, port: int, to_chat: bool) -> None:
@@ -359,11 +393,11 @@ class ChatDummyClient:
             return
         account = self.account
         if self.phase == Phase.LOGIN_CONNECTING:
-            message: Any = LoginReqLogin(account.account_no, account.session_key)
+            message: Any = LoginReqLogin(account.account_no, self.session_key)
             self.phase = Phase.LOGIN_WAIT
         else:
             message = ChatReqLogin(
-                account.account_no, self.user_id, self.nickname, account.session_key
+                account.account_no, self.user_id, self.nickname, self.session_key
             )
             self.phase = Phase.CHAT_LOGIN_WAIT
         self.deadline = time.monotonic() + self.engine.options.login_timeout
@@ -611,8 +645,13 @@ class ChatDummyClient:
                 engine.totals.heartbeats += 1
                 self._write(ChatReqHeartbeat())
         elif phase == Phase.IDLE:
+            if now < self.retry_at:
+                return
             if not engine.paused and engine.roll(options.rand_connect) and engine.take_ramp_token():
-                self.connect(to_chat=options.path == "direct")
+                if options.path == "web":
+                    self.web_login()
+                else:
+                    self.connect(to_chat=options.path == "direct")
         elif phase in (Phase.LOGIN_WAIT, Phase.CHAT_LOGIN_WAIT) and now > self.deadline:
             engine.totals.errors["login_timeout"] += 1
             self.close()

@@ -12,6 +12,9 @@ import zmq
 from cluster import runtime
 from cluster.config import Config
 
+#: dummy.engine.PATHS, without importing the engines (and aiohttp) for every `cluster` command.
+PATHS = ("web", "login", "direct")
+
 #: Run knobs of `dummy run`, `dummy controller` and `demo`: (flag, type, default, help, apps).
 #: A default of None leaves the app's own default (LoadOptions / ChatOptions).
 KNOBS: tuple[tuple[str, type, Any, str, tuple[str, ...]], ...] = (
@@ -33,6 +36,8 @@ KNOBS: tuple[tuple[str, type, Any, str, tuple[str, ...]], ...] = (
     ("--ramp", float, 0.0, "new connections per second at most (0: no limit)", ("echo", "chat")),
     ("--sector-range", int, None, "chat: moves go to sectors 0..N-1 in x and y, out of the "
      "100 x 100 grid (default 10, so that clients meet)", ("chat",)),
+    ("--web-concurrency", int, None, "--path web: web logins in flight at most, per process "
+     "(default 64; the others wait their turn)", ("echo", "chat")),
 )  # fmt: skip
 
 
@@ -43,10 +48,16 @@ def add_knobs(parser: argparse.ArgumentParser, **defaults: Any) -> None:
         shown = "" if default is None else f" (default {default})"
         group.add_argument(flag, type=kind, default=default, metavar=kind.__name__.upper(),
                            help=text + shown)  # fmt: skip
-    group.add_argument("--path", choices=("login", "direct"), default=defaults.get("path", "login"),
-                       help="login: login port, then the game (chat) port it names; direct: "
-                       "straight to the game (chat) port with the key from the accounts file "
-                       "(default %(default)s)")  # fmt: skip
+    group.add_argument("--path", choices=PATHS, default=defaults.get("path", "login"),
+                       help="web: the web login (POST /v1/login with the UserID and password of "
+                       "the accounts file) for a fresh key, then the login port, then the game "
+                       "(chat) port it names, on every (re)connect, as a real client; login: the "
+                       "login port with the key from the accounts file, then the game (chat) "
+                       "port it names; direct: straight to the game (chat) port with that key "
+                       "(default %(default)s). The web login limits attempts per client address "
+                       "(web.address_rate, default 10/s): load tests from few hosts raise it, "
+                       "else many clients are refused (429, counted web_rate_limited, retried "
+                       "after 1 s)")  # fmt: skip
 
 
 def add_app(parser: argparse.ArgumentParser) -> None:
@@ -135,6 +146,7 @@ def add_parsers(sub: argparse._SubParsersAction, add_config: Any) -> None:  # ty
 
 def main(args: argparse.Namespace, config: Config) -> int:
     from dummy import distributed, run
+    from dummy.accounts import check_passwords
 
     if args.dummy_command == "agent":
         return runtime.run(distributed.run_agent(args.controller))
@@ -150,6 +162,8 @@ def main(args: argparse.Namespace, config: Config) -> int:
         if len(accounts) < options.clients:
             raise ValueError(f"{options.clients} clients need {options.clients} accounts, "
                              f"{args.accounts} has {len(accounts)}")  # fmt: skip
+        if options.path == "web":
+            check_passwords(accounts[: options.clients], args.accounts)
     except (OSError, ValueError) as exc:
         print(f"cluster dummy: {exc}", file=sys.stderr)
         return 2

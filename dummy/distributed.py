@@ -7,8 +7,9 @@ kind       direction             map
 =========  ====================  ===============================================================
 HELLO      agent -> controller   ``{"host", "pid"}``, repeated until START arrives
 START      controller -> agent   ``{"app": "echo"|"chat", "options": LoadOptions (echo) or
-                                 ChatOptions (chat) fields, "accounts": [[no, key], ...] (echo)
-                                 or [[no, id, nick, key], ...] (chat)}``
+                                 ChatOptions (chat) fields, "accounts": [[no, id, nick, key,
+                                 password], ...]}`` (the lines of the accounts file; the
+                                 password is "" when it lists none)
 SECOND     agent -> controller   one second: counts, cumulative ``totals``, ``latency`` (that
                                  second's histogram); also the agent's heartbeat
 HB         controller -> agent   the controller is alive (every second)
@@ -20,6 +21,8 @@ The app (``--app``) is the controller's: every agent runs the engine it names
 (:mod:`dummy.engine` for echo, :mod:`dummy.chat_engine` for chat). The controller waits for N
 agents, gives each a share of the clients and a disjoint slice of the accounts, starts them
 together, merges their seconds into one screen and one report, and stops them all at the end.
+With ``--path web`` every agent's clients log in on the web login themselves (one web client per
+agent), so the web role's per-address rate limit applies to each agent host separately.
 An agent silent for :data:`AGENT_TIMEOUT` seconds is marked lost: the run goes on with the
 others and the report says so (counting what the lost agent reported until then). An agent
 whose controller falls silent for :data:`CONTROLLER_TIMEOUT` seconds stops on its own.
@@ -43,7 +46,8 @@ import zmq.asyncio
 
 from cluster.config import Config
 from dummy.accept import AcceptWatch
-from dummy.chat_engine import ChatAccount, ChatEngine, ChatOptions, ChatSecond, ChatTotals
+from dummy.accounts import Account
+from dummy.chat_engine import ChatEngine, ChatOptions, ChatSecond, ChatTotals
 from dummy.console import Console
 from dummy.engine import Counters, Engine, LoadOptions, SecondStats, Totals
 from dummy.histogram import Histogram
@@ -112,8 +116,7 @@ class Agent:
 
 class Controller:
     def __init__(self, config: Config, listen: str, expected: int,
-                 options: LoadOptions | ChatOptions,
-                 accounts: list[tuple[int, bytes]] | list[ChatAccount]) -> None:  # fmt: skip
+                 options: LoadOptions | ChatOptions, accounts: list[Account]) -> None:  # fmt: skip
         options.check()
         if len(accounts) < options.clients:
             raise ValueError(f"{options.clients} clients need {options.clients} accounts, "
@@ -295,7 +298,7 @@ class Controller:
 
 async def run_controller(
     config: Config, listen: str, expected: int, options: LoadOptions | ChatOptions,
-    accounts: list[tuple[int, bytes]] | list[ChatAccount], report_path: Path | None,
+    accounts: list[Account], report_path: Path | None,
     csv_path: Path | None, wait: float,
 ) -> int:  # fmt: skip
     controller = Controller(config, listen, expected, options, accounts)
@@ -401,11 +404,10 @@ async def run_agent(controller_endpoint: str) -> int:
 def _engine(start: dict[str, Any]) -> Engine | ChatEngine:
     """The engine a START message asks for."""
     app = start.get("app", "echo")
+    accounts = [Account(int(no), str(uid), str(nick), bytes(key), str(password))
+                for no, uid, nick, key, password in start["accounts"]]  # fmt: skip
     if app == "chat":
-        accounts = [ChatAccount(int(no), str(uid), str(nick), bytes(key))
-                    for no, uid, nick, key in start["accounts"]]  # fmt: skip
         return ChatEngine(ChatOptions(**start["options"]), accounts)
     if app != "echo":
         raise ValueError(f"unknown app {app!r}")
-    return Engine(LoadOptions(**start["options"]),
-                  [(int(no), bytes(key)) for no, key in start["accounts"]])  # fmt: skip
+    return Engine(LoadOptions(**start["options"]), accounts)

@@ -6,12 +6,19 @@ probability ``rand_connect`` %, a client in game disconnects with probability
 ``rand_disconnect`` % or, when none of its echoes is in flight, sends ``echo_overlap`` pipelined
 echoes with probability ``rand_contents`` % (also right when its last batch is answered).
 
-The login path is the real client's: login port (CS_LOGIN_REQ_LOGIN after ``delay_login`` ms) ->
-RES_LOGIN -> the game address it names -> CS_GAME_REQ_LOGIN -> GAME mode; the direct path skips
-the login port. Every reply is checked: types, AccountNo, and each echo's SendTick in order. A
-batch echo unanswered for ``reply_timeout`` (500 ms) counts as Echo Not Recv (once); a wrong reply
-is a packet error (the client then drops the connection); a connection the server closes
-unexpectedly is a Down Client.
+The login path is the real client's once it has a key: login port (CS_LOGIN_REQ_LOGIN after
+``delay_login`` ms) -> RES_LOGIN -> the game address it names -> CS_GAME_REQ_LOGIN -> GAME mode;
+the web path is the real client's from the start: each (re)connect first logs in on the web login
+(``POST /v1/login`` with the account's UserID and password, :mod:`dummy.web`) for a fresh key and
+the login address, then goes the login path with that key; the direct path skips the login port.
+A web login is counted ``web_ok``, or as an error ``web_invalid``, ``web_rate_limited``,
+``web_busy`` or ``web_error`` after which the client waits (the answer's Retry-After, about 1 s)
+before it tries again.
+
+Every reply is checked: types, AccountNo, and each echo's SendTick in order. A batch echo
+unanswered for ``reply_timeout`` (500 ms) counts as Echo Not Recv (once); a wrong reply is a
+packet error (the client then drops the connection); a connection the server closes unexpectedly
+is a Down Client.
 
 Counters are :class:`Totals` (mergeable across agents) and a latency :class:`Histogram`.
 """
@@ -23,7 +30,7 @@ import logging
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import IntEnum
 from typing import Any, Generic, Protocol, Self, TypeVar, cast
@@ -40,11 +47,25 @@ from cluster.messages import (
     LoginResLogin,
     LoginStatus,
 )
+from dummy.accounts import Account
 from dummy.histogram import Histogram
+from dummy.web import WebLogin, login_url
 
 log = logging.getLogger("dummy")
 
-PATHS = ("login", "direct")
+#: web: web login, then login port, then game (chat) port; login: login port with the listed key,
+#: then game (chat) port; direct: the game (chat) port with the listed key.
+PATHS = ("web", "login", "direct")
+
+
+def check_web_options(options: Any) -> None:
+    """ValueError naming the first bad web option of LoadOptions / ChatOptions."""
+    if not 1 <= options.web_concurrency <= 100_000:
+        raise ValueError("--web-concurrency must be 1..100000")
+    if options.web_timeout <= 0:
+        raise ValueError("web_timeout must be positive")
+    if not 0 < options.web_port < 65536:
+        raise ValueError("web_port must be 1..65535")
 
 
 @dataclass(frozen=True)
@@ -71,6 +92,10 @@ class LoadOptions:
     version: int = GAME_VERSION
     reply_timeout: float = 0.5  # s: Echo Not Recv
     login_timeout: float = 10.0  # s: a login request unanswered by then is an error
+    web_host: str = "127.0.0.1"  # the web login (--path web)
+    web_port: int = 8080
+    web_concurrency: int = 64  # web logins in flight at most (the rest wait their turn)
+    web_timeout: float = 10.0  # s: a web login unanswered by then is a web_error
 
     def check(self) -> None:
         """Raise ValueError naming the first bad option."""
@@ -79,6 +104,7 @@ class LoadOptions:
                 raise ValueError(f"--{name.replace('_', '-')} must be 0..100")
         if self.clients < 1:
             raise ValueError("--clients must be at least 1")
+        check_web_options(self)
         if not 1 <= self.echo_overlap <= 10_000:
             raise ValueError("--echo-overlap must be 1..10000")
         if self.delay_action < 0 or self.delay_login < 0 or self.ramp < 0:
@@ -128,6 +154,7 @@ class Totals(Counters):
     down_client: int = 0  # connections the server closed unexpectedly
     disconnects: int = 0  # connections the dummy closed on purpose (rand_disconnect)
     login_ok: int = 0  # game logins answered OK
+    web_ok: int = 0  # web logins that gave a key (--path web); failures are errors web_*
     echo_sent: int = 0
     echo_recv: int = 0
     packets_sent: int = 0
@@ -141,6 +168,7 @@ class Phase(IntEnum):
     GAME_CONNECTING = 3
     GAME_LOGIN_WAIT = 4
     IN_GAME = 5
+    WEB_WAIT = 6  # a web login under way (or waiting its turn)
 
 
 class DummyConnection(asyncio.Protocol):
@@ -181,15 +209,22 @@ class DummyClient:
         "game_address",
         "inflight",
         "leaving",
+        "login_address",
         "next_tick",
+        "password",
         "phase",
+        "retry_at",
         "session_key",
+        "user_id",
     )
 
-    def __init__(self, engine: Engine, account_no: int, session_key: bytes) -> None:
+    def __init__(self, engine: Engine, account: Account) -> None:
         self.engine = engine
-        self.account_no = account_no
-        self.session_key = session_key
+        self.account_no = account.account_no
+        self.session_key = account.session_key  # the listed one; the web path's once it has one
+        self.user_id = account.user_id
+        self.password = account.password
+        self.retry_at = 0.0  # a failed web login: no new attempt before then (monotonic)
         self.phase = Phase.IDLE
         self.connection: DummyConnection | None = None
         self.leaving = False  # we are closing the current connection ourselves
@@ -197,13 +232,36 @@ class DummyClient:
         self.inflight: deque[list[Any]] = deque()  # [tick, sent_ns, late_counted]
         self.next_tick = 0
         self.game_address: tuple[str, int] = (engine.options.game_host, engine.options.game_port)
+        self.login_address = (engine.options.login_host, engine.options.login_port)
 
     # -- actions ----------------------------------------------------------------------------------
 
+    def web_login(self) -> None:
+        self.phase = Phase.WEB_WAIT
+        self.engine.spawn(self._web_login())
+
+    async def _web_login(self) -> None:
+        engine = self.engine
+        result = await engine.web().login(self.account_no, self.user_id, self.password)
+        if result.kind == "stopped":
+            self.phase = Phase.IDLE
+            return
+        if result.kind != "ok":
+            engine.totals.errors[f"web_{result.kind}"] += 1
+            self.retry_at = time.monotonic() + result.retry_after
+            self.phase = Phase.IDLE
+            return
+        engine.totals.web_ok += 1
+        if engine.stopping:
+            self.phase = Phase.IDLE
+            return
+        assert result.login is not None
+        self.session_key, self.login_address = result.session_key, result.login
+        self.connect(to_game=False)
+
     def connect(self, to_game: bool) -> None:
-        options = self.engine.options
         self.phase = Phase.GAME_CONNECTING if to_game else Phase.LOGIN_CONNECTING
-        host, port = self.game_address if to_game else (options.login_host, options.login_port)
+        host, port = self.game_address if to_game else self.login_address
         self.engine.spawn(self._connect(host, port))
 
     async def _connect(self, host: str, port: int) -> None:
@@ -351,8 +409,13 @@ class DummyClient:
             elif not engine.paused and engine.roll(engine.options.rand_contents):
                 self.send_echoes()
         elif phase == Phase.IDLE:
+            if now < self.retry_at:
+                return
             if engine.roll(engine.options.rand_connect) and engine.take_ramp_token():
-                self.connect(to_game=engine.options.path == "direct")
+                if engine.options.path == "web":
+                    self.web_login()
+                else:
+                    self.connect(to_game=engine.options.path == "direct")
         elif phase in (Phase.LOGIN_WAIT, Phase.GAME_LOGIN_WAIT) and now > self.deadline:
             engine.totals.errors["login_timeout"] += 1
             self.close()
@@ -422,6 +485,7 @@ class LoadEngine(Generic[TotalsT, SecondT]):
         self.stopping = False
         self.first_error: str | None = None
         self._random = random.Random()
+        self._web: WebLogin | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._ramp_tokens = float(options.clients)
         self._delays: list[float] = []
@@ -438,6 +502,14 @@ class LoadEngine(Generic[TotalsT, SecondT]):
         if (host, port) in self.failing:
             self.failing.discard((host, port))
             log.info("connects to %s:%d succeed again", host, port)
+
+    def web(self) -> WebLogin:
+        """The web login client of this engine (made at its first use, closed at the end)."""
+        if self._web is None:
+            options = self.options
+            self._web = WebLogin(login_url(options.web_host, options.web_port),
+                                 options.web_concurrency, options.web_timeout)  # fmt: skip
+        return self._web
 
     def roll(self, percent: int) -> bool:
         return percent >= 100 or (percent > 0 and self._random.random() * 100 < percent)
@@ -517,19 +589,26 @@ class LoadEngine(Generic[TotalsT, SecondT]):
             await asyncio.sleep(delay)
 
     async def _wind_down(self) -> None:
+        if self._web is not None:
+            self._web.stop()
         for client in self.clients:
             client.close()
         if self._tasks:  # connects under way: let them finish (and close at once) to count them
             await asyncio.wait(list(self._tasks), timeout=self.options.login_timeout)
         for client in self.clients:
             client.close()
+        if self._web is not None:
+            await self._web.close()
         await asyncio.sleep(0.05)  # let the closes go out
 
 
 class Engine(LoadEngine[Totals, SecondStats]):
-    """Runs `options` with one client per account in `accounts` ((AccountNo, key) pairs)."""
+    """Runs `options` with one client per account in `accounts` (:class:`Account` each, or
+    (AccountNo, key) pairs for the login and direct paths)."""
 
-    def __init__(self, options: LoadOptions, accounts: list[tuple[int, bytes]]) -> None:
+    def __init__(
+        self, options: LoadOptions, accounts: Sequence[Account | tuple[int, bytes]]
+    ) -> None:
         options.check()
         if len(accounts) < options.clients:
             raise ValueError(
@@ -538,7 +617,10 @@ class Engine(LoadEngine[Totals, SecondStats]):
             )
         super().__init__(options, Totals())
         self.options: LoadOptions = options
-        self.clients = [DummyClient(self, no, key) for no, key in accounts[: options.clients]]
+        self.clients = [
+            DummyClient(self, a if isinstance(a, Account) else Account(a[0], "", "", a[1]))
+            for a in accounts[: options.clients]
+        ]
 
     def _second(self, elapsed: float, last: Totals, window: float) -> SecondStats:
         in_login = in_game = reply_wait = 0

@@ -20,6 +20,20 @@ from dummy.chat_engine import CHECK_ERRORS, ChatTotals
 from dummy.engine import Totals
 from dummy.histogram import Histogram
 
+#: The web login's failure kinds, as counted in ``errors`` (a success is ``web_ok``).
+WEB_ERRORS = ("web_invalid", "web_rate_limited", "web_busy", "web_error")
+
+
+def web_counts(totals: Totals | ChatTotals) -> dict[str, int]:
+    """The web login's results (``--path web``): ``web_ok`` and every failure kind."""
+    return {"web_ok": totals.web_ok} | {kind: totals.errors.get(kind, 0) for kind in WEB_ERRORS}
+
+
+def web_line(counts: dict[str, int]) -> str:
+    """``ok N, invalid N, rate limited N, busy N, error N`` (the screen's and summary's words)."""
+    return ", ".join(f"{kind.removeprefix('web_').replace('_', ' ')} {n}"
+                     for kind, n in counts.items())  # fmt: skip
+
 
 def _merge_delays(delays: list[Any]) -> tuple[float, float, float]:
     if not delays:
@@ -62,6 +76,7 @@ class View:
             "recv_tps": round(self.recv_tps),
             "echo_sent": t.echo_sent,
             "echo_recv": t.echo_recv,
+            "web_ok": t.web_ok,
             "latency_p50_ms": round(self.latency.percentile(50) / 1000, 3),
             "latency_p99_ms": round(self.latency.percentile(99) / 1000, 3),
             "latency_max_ms": round(self.latency.max / 1000, 3),
@@ -109,10 +124,17 @@ def screen(view: View, title: str = "Dummy") -> str:
         f" Echo latency   : p50 {lat.percentile(50) / 1000:.2f} ms  p99 "
         f"{lat.percentile(99) / 1000:.2f} ms  max {lat.max / 1000:.2f} ms",
         f" Action Delay   : min {low:.1f} ms  avg {avg:.1f} ms  max {high:.1f} ms",
+        *_web_screen_line(t, " Web Login      : "),
         " Errors         : "
         + (", ".join(f"{k} {v}" for k, v in sorted(t.errors.items())) or "none"),
     ]
     return "\n".join(lines)
+
+
+def _web_screen_line(totals: Totals | ChatTotals, label: str) -> list[str]:
+    """The screen's web login line, when there was any web login."""
+    counts = web_counts(totals)
+    return [label + web_line(counts)] if any(counts.values()) else []
 
 
 def progress_line(view: View) -> str:
@@ -122,8 +144,13 @@ def progress_line(view: View) -> str:
         f"dummy {view.elapsed:.0f}s in_game={view.in_game}/{view.clients} "
         f"connect_total={t.connect_total} down={t.down_client} send_tps={view.send_tps:.0f} "
         f"recv_tps={view.recv_tps:.0f} p99_ms={view.latency.percentile(99) / 1000:.2f} "
-        f"errors={sum(t.errors.values())}"
+        f"{_web_progress(t)}errors={sum(t.errors.values())}"
     )
+
+
+def _web_progress(totals: Totals | ChatTotals) -> str:
+    """``web_ok=N `` for a progress line, when there was any web login."""
+    return f"web_ok={totals.web_ok} " if any(web_counts(totals).values()) else ""
 
 
 @dataclass
@@ -183,6 +210,7 @@ class ChatView:
             "messages_sent": t.messages_sent,
             "messages_recv": t.messages_recv,
             "deliveries": t.deliveries,
+            "web_ok": t.web_ok,
             "latency_p50_ms": round(self.latency.percentile(50) / 1000, 3),
             "latency_p99_ms": round(self.latency.percentile(99) / 1000, 3),
             "latency_max_ms": round(self.latency.max / 1000, 3),
@@ -204,6 +232,7 @@ class ChatView:
             + (f" ({self.agents_lost} lost)" if self.agents_lost else ""),
             f" Connect Total    : {t.connect_total:>9}    Disconnect       : {disconnected:>9}",
             " -- login --",
+            *_web_screen_line(t, " Web Login        : "),
             f" IN Login         : {self.in_login:>9}    ConnectFail      : "
             f"{t.connect_fail - t.chat_connect_fail:>9}",
             f" Login DownClient : {t.login_down:>9}",
@@ -235,7 +264,7 @@ class ChatView:
             f"connect_total={t.connect_total} down={t.down_client} "
             f"messages={t.messages_sent}/{t.messages_recv} deliveries={t.deliveries} "
             f"p99_ms={self.latency.percentile(99) / 1000:.2f} check_errors={t.check_errors()} "
-            f"errors={sum(t.errors.values())}"
+            f"{_web_progress(t)}errors={sum(t.errors.values())}"
         )
 
 
@@ -288,6 +317,7 @@ def build_report(
         "accept_gateways": accept_gateways or [],
         "disconnects": totals.disconnects,
         "login_ok": totals.login_ok,
+        "web": web_counts(totals),
         "echo_sent": totals.echo_sent,
         "echo_recv": totals.echo_recv,
         "errors": dict(sorted(totals.errors.items())),
@@ -310,11 +340,18 @@ def summary(report: dict[str, Any], accept_check: bool = True) -> str:
         f"latency p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms",
         f"connects {report['connect_total']} (failed {report['connect_fail']}), "
         f"down clients {report['down_client']}, logins in game {report['login_ok']}",
+        *_web_summary(report),
         "errors: " + (", ".join(f"{k}={v}" for k, v in errors.items()) or "none"),
     ]
     if accept_check:
         lines.append(accept_lines(report))
     return "\n".join(lines)
+
+
+def _web_summary(report: dict[str, Any]) -> list[str]:
+    """The summary's web login line, when the run made any web login."""
+    counts = report.get("web") or {}
+    return ["web logins: " + web_line(counts)] if any(counts.values()) else []
 
 
 def accept_lines(report: dict[str, Any]) -> str:
@@ -398,6 +435,7 @@ def build_chat_report(
         "accept_gateways": accept_gateways or [],
         "disconnects": totals.disconnects,
         "login_ok": totals.login_ok,
+        "web": web_counts(totals),
         "moves_sent": totals.moves_sent,
         "moves_recv": totals.moves_recv,
         "messages_sent": totals.messages_sent,
@@ -432,6 +470,7 @@ def chat_summary(report: dict[str, Any], accept_check: bool = True) -> str:
         f"connects {report['connect_total']} (failed {report['connect_fail']}), down clients "
         f"login {report['login_down']} chat {report['chat_down']}, chat logins "
         f"{report['login_ok']}",
+        *_web_summary(report),
         "check errors: " + (", ".join(f"{k}={v}" for k, v in checks.items()) or "none"),
         "other errors: " + (", ".join(f"{k}={v}" for k, v in others.items()) or "none"),
     ]

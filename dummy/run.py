@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from cluster.config import Config
-from cluster.db.accounts import read_accounts_file
 from dummy.accept import AcceptFigure, AcceptWatch
+from dummy.accounts import Account, read_accounts
 from dummy.chat_engine import ChatAccount, ChatEngine, ChatOptions, ChatSecond
 from dummy.console import Console
 from dummy.engine import Engine, LoadOptions, SecondStats
@@ -43,12 +43,13 @@ APPS = ("echo", "chat")
 
 
 def options_from(config: Config, **knobs: Any) -> LoadOptions:
-    """Echo run options aimed at the cluster `config` describes (its public addresses and
-    codec)."""
+    """Echo run options aimed at the cluster `config` describes (its public addresses, its web
+    login and codec)."""
     gw, proto = config.gateway, config.protocol
     return LoadOptions(
         login_host=gw.public_host, login_port=gw.login_port,
         game_host=gw.public_host, game_port=gw.game_port,
+        web_host=config.web.host, web_port=config.web.port,
         code=proto.code, key1=proto.key1, key2=proto.key2, version=config.game.version,
         **knobs,
     )  # fmt: skip
@@ -64,20 +65,22 @@ def chat_options_from(config: Config, **knobs: Any) -> ChatOptions:
     return ChatOptions(**{
         "login_host": gw.public_host, "login_port": gw.login_port,
         "chat_host": gw.public_host, "chat_port": gw.chat_port,
+        "web_host": config.web.host, "web_port": config.web.port,
         "code": proto.code, "key1": proto.key1, "key2": proto.key2,
         "heartbeat_interval": heartbeat,
         **knobs,
     })  # fmt: skip
 
 
-def load_accounts(path: str | Path) -> list[tuple[int, bytes]]:
-    """(AccountNo, key) pairs of an accounts file; ValueError naming a bad line."""
-    return [(no, key) for no, _, _, key in read_accounts_file(Path(path))]
+def load_accounts(path: str | Path) -> list[Account]:
+    """Every line of an accounts file (4 or 5 columns, see :mod:`dummy.accounts`), for the echo
+    load; ValueError naming a bad line."""
+    return read_accounts(path)
 
 
 def load_chat_accounts(path: str | Path) -> list[ChatAccount]:
     """Every line of an accounts file, for the chat load (which needs the ID and Nickname)."""
-    return [ChatAccount(*line) for line in read_accounts_file(Path(path))]
+    return read_accounts(path)
 
 
 def view_of(stats: SecondStats, paused: bool = False) -> View:
@@ -110,7 +113,7 @@ def exit_code(report: dict[str, Any]) -> int:
     if report.get("clients") and not report.get("login_ok"):
         failures = " ".join(
             f"{kind}={count}" for kind, count in sorted(report["errors"].items())
-            if kind.startswith(("login", "game", "chat"))
+            if kind.startswith(("web", "login", "game", "chat"))
         )  # fmt: skip
         where = "the chat port" if chat else "the game"
         log.error("no client got into %s (%s)", where, failures or "no login was answered")
@@ -198,16 +201,16 @@ def _first_error(load: Load) -> None:
 async def run_local(
     config: Config,
     options: LoadOptions | ChatOptions,
-    accounts: list[tuple[int, bytes]] | list[ChatAccount],
+    accounts: list[Account],
     report_path: Path | None,
     csv_path: Path | None,
 ) -> int:
     """One load (echo with LoadOptions, chat with ChatOptions) from this process."""
     if isinstance(options, ChatOptions):
-        load = Load("chat", ChatEngine(options, accounts))  # type: ignore[arg-type]
+        load = Load("chat", ChatEngine(options, accounts))
         title = "Chat Dummy"
     else:
-        load = Load("game", Engine(options, accounts))  # type: ignore[arg-type]
+        load = Load("game", Engine(options, accounts))
         title = "Dummy"
     duration, accepted = await run_loads(config, [load], title)
     report = _report(load, duration, accepted)
@@ -222,7 +225,7 @@ async def run_local(
 
 async def run_together(
     config: Config,
-    game: tuple[LoadOptions, list[tuple[int, bytes]]],
+    game: tuple[LoadOptions, list[Account]],
     chat: tuple[ChatOptions, list[ChatAccount]],
     report_path: Path | None,
 ) -> int:

@@ -120,8 +120,9 @@ class ClusterUnderTest:
 
     def __init__(self, tmp_path: Path, **sections: dict[str, Any]) -> None:
         self.dir = tmp_path
-        ports = free_ports(5)
-        broker_port, self.game_port, self.login_port, self.metrics_port, self.chat_port = ports
+        ports = free_ports(6)
+        broker_port, self.game_port, self.login_port, self.metrics_port, self.chat_port = ports[:5]
+        self.web_port = ports[5]
         self.sections: dict[str, dict[str, Any]] = {
             "cluster": {"data_dir": str(tmp_path / "data"), "log_level": "debug"},
             "broker": {"bind": f"tcp://127.0.0.1:{broker_port}", "heartbeat_interval": 0.5},
@@ -135,6 +136,8 @@ class ClusterUnderTest:
             # worker while it is on.
             "chat": {"enabled": False},
             "monitor": {"metrics_port": self.metrics_port},
+            # The web login only where a test asks for it (web={"enabled": True}).
+            "web": {"enabled": False, "port": self.web_port},
         }
         self.config = tmp_path / "cluster.toml"
         self.reconfigure(**sections)

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cluster import bus, metrics
 from cluster.db import ChatSample, Database
 from cluster.monitor import Monitor
-from cluster.status import as_json, as_table, figures
+from cluster.status import as_json, as_table, figures, rows
 from cluster.testkit import wait_until
 from dummy.client import ChatClient
 from tests.backends import with_db
@@ -298,3 +298,15 @@ def test_a_chat_worker_with_players_gets_its_rows_and_figures(make_cluster, back
     numeric = [k for k, v in chat.items() if metrics.is_number(v)
                and k not in metrics.SKIPPED and k != "tps"]  # fmt: skip
     assert [k for k in numeric if k not in metrics.HELP] == []
+
+
+def test_status_table_shows_web_logins_and_their_figures():
+    snapshot = {"processes": [{
+        "id": "web@h/1/x", "role": "web", "host": "h", "pid": 1, "heartbeat_age_s": 0.2,
+        "sessions": 0, "cpu_percent": 1.0, "memory_mb": 30.0, "login_ok_tps": 12.0,
+        "login_ok": 40, "login_invalid": 3, "login_locked": 1, "login_rate_limited": 7,
+        "accounts_locked": 1,
+    }], "gone": []}  # fmt: skip
+    (row,) = rows(snapshot)
+    assert row["tps"] == 12.0
+    assert figures(row) == "ok=40 invalid=3 locked=1 limited=7 accounts_locked=1"

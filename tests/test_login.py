@@ -188,9 +188,13 @@ def test_each_login_status_from_a_real_situation(lc):
     }
 
 
-def test_a_status_row_left_at_1_without_a_session_does_not_lock_the_account_out(lc):
+def test_a_status_row_left_by_a_dead_worker_does_not_lock_the_account_out(lc):
+    """A leftover of a crash (status 1, owned by a worker that is gone) is not a lock."""
     account = lc.accounts[24]
-    lc.backend.execute(f"UPDATE accountdb.status SET status = 1 WHERE accountno = {account.no}")
+    lc.backend.execute(
+        "UPDATE accountdb.status SET status = 1, owner = 'game@gone/1/dead'"
+        f" WHERE accountno = {account.no}"
+    )
 
     async def scenario():
         client = await full_login(lc, account)  # asserts OK at both ports
@@ -202,6 +206,74 @@ def test_a_status_row_left_at_1_without_a_session_does_not_lock_the_account_out(
     echoes, (status, owner) = run(scenario())
     assert echoes == [GameResEcho(account.no, 0)]
     assert status == 1 and owner.startswith("game@")  # now truly in game, held by the worker
+
+
+def accounts_command(lc: LoginCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cluster", "accounts", *args, "--config", str(lc.cluster.config)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_an_operator_lock_holds_until_unlocked_on_both_ports(lc):
+    """Status 1 with no owner is an operator's lock (the original's operators set the column):
+    the login port answers GAME and a game login FAIL (counted as account_locked), in both link
+    modes, until `cluster accounts unlock`."""
+    account = lc.accounts[25]
+    locked = accounts_command(lc, "lock", str(account.no))
+    assert locked.returncode == 0 and locked.stdout.strip() == f"account {account.no} locked"
+
+    async def game_login() -> int:
+        client = await GameClient.connect("127.0.0.1", lc.game_port)
+        return (await client.login(account.no, account.key)).status
+
+    async def login_port() -> int:
+        return (await login_once("127.0.0.1", lc.login_port, account.no, account.key)).status
+
+    assert run(login_port()) == LoginStatus.GAME
+    assert run(game_login()) == GameLoginStatus.FAIL  # (systemlink: nothing was pushed)
+    assert status_of(lc, account.no) == 1  # the lock stays
+    unlocked = accounts_command(lc, "unlock", str(account.no))
+    assert unlocked.returncode == 0, unlocked.stderr
+    client = run(full_login_and_echo(lc, account))
+    assert client == [GameResEcho(account.no, 0)]
+    missing = accounts_command(lc, "unlock", "999999")
+    assert missing.returncode == 1
+    # (the harness's debug logging may add asyncio's own line before it)
+    assert missing.stderr.strip().splitlines()[-1] == (
+        "cluster accounts: account 999999 has no status row"
+    )
+
+
+async def full_login_and_echo(lc: LoginCluster, account: Account) -> list[GameResEcho]:
+    client = await full_login(lc, account)
+    try:
+        return await client.echo(1)
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("mode", ["non-systemlink"], indirect=True)
+def test_a_game_login_is_refused_for_a_missing_status_row_or_a_lock(lc):
+    """Non-systemlink, straight to the game port with a good key: a missing status row and an
+    operator's lock are refused (FAIL), counted by reason, as the login port refuses them."""
+    no_row, locked = lc.accounts[26], lc.accounts[27]
+    lc.backend.execute(f"DELETE FROM accountdb.status WHERE accountno = {no_row.no}")
+    assert accounts_command(lc, "lock", str(locked.no)).returncode == 0
+
+    async def game_login(account: Account) -> int:
+        client = await GameClient.connect("127.0.0.1", lc.game_port)
+        status = (await client.login(account.no, account.key)).status
+        assert await client.wait_closed()
+        return status
+
+    assert run(game_login(no_row)) == GameLoginStatus.FAIL
+    assert run(game_login(locked)) == GameLoginStatus.FAIL
+    assert status_of(lc, no_row.no) is None and status_of(lc, locked.no) == 1
+    gateway = lc.roles["gateway"]
+    gateway.stop()
+    drops = gateway.wait_log(r"stopped: .*drops: (.*)").group(1)
+    assert "status_miss=1" in drops and "account_locked=1" in drops
 
 
 def test_only_game_worker_killed_gives_noserver_and_resets_its_rows(lc):
@@ -566,3 +638,26 @@ def test_accounts_create_with_unreachable_db_exits_1_with_one_line(tmp_path: Pat
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert str(port) in result.stderr
+
+
+def test_the_original_dummies_accounts_log_in_with_any_key(make_cluster, backend: Backend, mode):
+    """auth.dummy_accounts_below: below it any key logs in (the original's dummies used random
+    keys for accounts under 1,000,000); at and above it the key must be right."""
+    lc = make_login_cluster(make_cluster, backend, mode, auth={"dummy_accounts_below": 10})
+    dummy, real = lc.accounts[3], lc.accounts[12]  # AccountNo 4 and 13
+    random_key = os.urandom(64)
+
+    async def scenario():
+        reply = await login_once("127.0.0.1", lc.login_port, dummy.no, random_key)
+        client = await GameClient.connect("127.0.0.1", lc.game_port)
+        game = await client.login(dummy.no, random_key)
+        refused = await login_once("127.0.0.1", lc.login_port, real.no, random_key)
+        return reply.status, game.status, await client.echo(1), refused.status
+
+    assert run(scenario()) == (
+        LoginStatus.OK,
+        GameLoginStatus.OK,
+        [GameResEcho(dummy.no, 0)],
+        LoginStatus.FAIL,
+    )
+    assert "auth.dummy_accounts_below = 10" in lc.roles["auth"].log()

@@ -6,10 +6,12 @@ For each request from a gateway's login port:
    (the original refused logins while no chat server was registered) -> NOSERVER;
 2. a read of ``accountdb.v_account`` (batched with other logins, :mod:`workers.account_reader`)
    decides ACCOUNT_MISS, SESSION_MISS, STATUS_MISS, FAIL (key differs) or, for a status row
-   != 0, asks the game worker holding the account: a session in game there is replaceable (the
-   new login takes it over, as Nakama's single-session rule: OK), a row it does not back is a
-   reset that had not landed yet (OK), no answer in time is GAME; an unreachable DB answers
-   NOSERVER (try again later);
+   != 0: GAME when the row has no owner (an operator's lock, which only ``cluster accounts
+   unlock`` clears); else it asks the game worker holding the account: a session in game there
+   is replaceable (the new login takes it over, as Nakama's single-session rule: OK), a row it
+   does not back is a reset that had not landed yet (OK), no answer in time is GAME; accounts
+   below ``[auth] dummy_accounts_below`` need no key (the original's dummies); an unreachable DB
+   answers NOSERVER (try again later);
 3. systemlink: SS_REQ_NEW_CLIENT_LOGIN {AccountNo, SessionKey, Parameter} is placed on the game
    worker the broker picks for the account and, while ``[chat] enabled``, on the chat worker it
    picks for the account, and the client hears OK only when SS_RES_NEW_CLIENT_LOGIN with that
@@ -65,11 +67,16 @@ LOG_KEYS = ("sessions", "login_success_tps", "login_latency_min_ms", "login_late
             "login_latency_max_ms", "game_workers")  # fmt: skip
 
 
-def judge(row: AccountRow | None, session_key: bytes) -> LoginStatus:
-    """The login status the account's v_account row gives for `session_key`."""
+def judge(row: AccountRow | None, session_key: bytes, now: float | None = None) -> LoginStatus:
+    """The login status the account's v_account row gives for `session_key` at Unix time `now`
+    (default: the clock). A key past its expiry (``sessionkey.expires``, set by the web login
+    from ``[auth] key_ttl``) is no key: SESSION_MISS, as a missing one, so the client knows to
+    get a new key from the web login rather than to retry this one."""
     if row is None:
         return LoginStatus.ACCOUNT_MISS
     if not row.has_key_row or row.session_key is None:
+        return LoginStatus.SESSION_MISS
+    if row.key_expires is not None and (time.time() if now is None else now) > row.key_expires:
         return LoginStatus.SESSION_MISS
     if not row.has_status_row or row.status is None or row.user_id is None or row.nickname is None:
         return LoginStatus.STATUS_MISS
@@ -109,6 +116,7 @@ class AuthWorker:
 
     def __init__(self, config: Config, db: Database) -> None:
         self.systemlink = config.cluster.link_mode == "systemlink"
+        self.dummy_below = config.auth.dummy_accounts_below
         self.chat = config.chat.enabled
         self.link_timeout = config.auth.link_timeout
         self.db = db
@@ -216,8 +224,13 @@ class AuthWorker:
             self.counters["db_unavailable"] += 1
             log.warning("login of account %d answered NOSERVER: %s", account_no, exc)
             return LoginStatus.NOSERVER, None
+        if row is not None and account_no < self.dummy_below:
+            # The original's dummy accounts: any key stands (and is what systemlink pushes).
+            row = row._replace(has_key_row=True, session_key=session_key, key_expires=None)
         status = judge(row, session_key)
-        if status == LoginStatus.GAME:
+        if status == LoginStatus.GAME and row is not None and row.status_owner is None:
+            self.counters["account_locked"] += 1  # an operator's lock: `cluster accounts unlock`
+        elif status == LoginStatus.GAME:
             held = await self._held(account_no)
             if held is None:
                 self.counters["holder_silent"] += 1  # nobody could say: it may be in game
@@ -331,6 +344,11 @@ class AuthRole(Role):
 
     async def open(self) -> None:
         config = self.config
+        if config.auth.dummy_accounts_below:
+            log.warning(
+                "auth.dummy_accounts_below = %d: accounts below it log in with any key "
+                "(the original's dummies; load tests only)", config.auth.dummy_accounts_below,
+            )  # fmt: skip
         db = self.db = await open_database(config)
         worker = self.worker = AuthWorker(config, db)
         self.link = bus_link(

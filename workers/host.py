@@ -74,7 +74,7 @@ PUSH, ACK = bus.LinkType.REQ_NEW_CLIENT_LOGIN, bus.LinkType.RES_NEW_CLIENT_LOGIN
 #: Close reasons counted as drops in the samples (an app adds its own).
 DROP_REASONS = (
     "not_logged_in", "version_miss", "duplicate_login", "login_failed", "account_mismatch",
-    "login_in_game", "not_allowed_in_game", "replaced",
+    "login_in_game", "not_allowed_in_game", "replaced", "status_miss", "account_locked",
 )  # fmt: skip
 #: What the summary line in the log shows.
 LOG_KEYS = ("sessions", "session_auth", "session_game", "auth_fps", "game_fps", "recv_tps",
@@ -102,6 +102,7 @@ class PlayerSession:
         "gateway",
         "inbox",
         "mode",
+        "refusal",
         "relayed",
         "released",
         "replacing",
@@ -126,6 +127,7 @@ class PlayerSession:
         self.released = False
         #: the session of the same account this login takes over once its key is proven
         self.replacing: PlayerSession | None = None
+        self.refusal = ""  # why its admission was refused, when not for its key
         self.state: Any = None
 
 
@@ -571,15 +573,18 @@ class Host:
                 admitted
                 and self.status_rows is not None
                 and not session.released
-                and not (taking_over)
-            ):  # (a session taken over passes its row, already 1 with this worker as owner)
-                admitted = await self.status_rows.enter(account)
+                and not taking_over  # it passes its row, already 1 with this worker as owner
+            ):
+                refusal = await self.status_rows.enter(account)
+                admitted = not refusal
                 if admitted:
                     session.entered = True
                     if session.released:  # left while the row was written
                         self.status_rows.leave(account)
-                else:
+                elif refusal == "login_failed":
                     self.counters["login_db_unavailable"] += 1
+                else:
+                    session.refusal = refusal  # no status row, or an operator's lock
         except Exception:
             log.exception("admission of account %d failed", account)
             admitted = False
@@ -607,8 +612,9 @@ class Host:
             self._reply_login(session, "")
             session.mode = Mode.AUTH_TO_GAME
         else:
-            self._reply_login(session, "login_failed")
-            self._close(session, "login_failed")
+            reason = session.refusal or "login_failed"
+            self._reply_login(session, reason)
+            self._close(session, reason)
 
     def _take_over(self, session: PlayerSession, old: PlayerSession) -> bool:
         """A new login of an account held by `old` proved its key: `old` is closed (counted as
@@ -709,7 +715,7 @@ def key_check_for(config: Config, db: Database | None, pending: PendingKeys | No
         assert pending is not None
         return PendingKeyCheck(pending)
     assert db is not None
-    return StoredKeyCheck(db)
+    return StoredKeyCheck(db, dummy_below=config.auth.dummy_accounts_below)
 
 
 class WorkerRole(Role):
@@ -737,6 +743,9 @@ class WorkerRole(Role):
                 pending = PendingKeys(section.pending_key_ttl)
         else:
             log.warning("game.verify_key = false: every login is accepted (raw load tests only)")
+        if config.auth.dummy_accounts_below and self.key_check_mode(config) == "stored":
+            log.warning("auth.dummy_accounts_below = %d: accounts below it log in with any key "
+                        "(load tests only)", config.auth.dummy_accounts_below)  # fmt: skip
         self.key_check = key_check_for(config, self.db, pending)
         host = self.host = Host(config, name, app, self.key_check, pending)
         dispatch = host.dispatcher()
@@ -757,6 +766,12 @@ class WorkerRole(Role):
         )  # fmt: skip
         self.data.start()
         host.start()
+
+    @staticmethod
+    def key_check_mode(config: Config) -> str:
+        """``stored`` when this worker reads keys from the DB (non-systemlink, keys checked)."""
+        stored = config.game.verify_key and config.cluster.link_mode != "systemlink"
+        return "stored" if stored else "other"
 
     def ready_fields(self) -> dict[str, object]:
         assert self.host is not None

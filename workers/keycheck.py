@@ -6,7 +6,8 @@ checks that need I/O. The game worker never blocks on it: an awaitable answer is
 later auth frame. One check per link mode:
 
 - systemlink: :class:`PendingKeyCheck`, the key an auth worker pushed here (no DB read);
-- non-systemlink: :class:`StoredKeyCheck`, ``accountdb.sessionkey`` (one DB read);
+- non-systemlink: :class:`StoredKeyCheck`, ``accountdb.sessionkey`` and its expiry (one DB
+  read);
 - ``[game] verify_key = false``: :class:`AcceptAnyKey`, the original standalone echo server.
 """
 
@@ -14,7 +15,8 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from cluster.db import Database, DatabaseError
@@ -53,21 +55,33 @@ class PendingKeyCheck:
 
 
 class StoredKeyCheck:
-    """Non-systemlink: the key must equal ``accountdb.sessionkey`` of the account (all 64 bytes).
-    An unreachable DB fails the login."""
+    """Non-systemlink: the key must equal ``accountdb.sessionkey`` of the account (all 64 bytes)
+    and not be past its expiry (``sessionkey.expires``, Unix seconds; NULL never expires). An
+    unreachable DB fails the login."""
 
     name = "stored-key (non-systemlink)"
 
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self, db: Database, clock: Callable[[], float] = time.time, dummy_below: int = 0
+    ) -> None:
         self.db = db
+        self.clock = clock
+        self.dummy_below = dummy_below  # ``[auth] dummy_accounts_below``: any key below it
 
     async def _check(self, account_no: int, session_key: bytes) -> bool:
+        if account_no < self.dummy_below:
+            return True
         try:
-            stored = await self.db.session_key(account_no)
+            stored = await self.db.session_key_and_expiry(account_no)
         except DatabaseError as exc:
             log.warning("cannot check the key of account %d: %s", account_no, exc)
             return False
-        return stored is not None and hmac.compare_digest(stored, session_key)
+        if stored is None:
+            return False
+        key, expires = stored
+        if expires is not None and self.clock() > expires:
+            return False
+        return hmac.compare_digest(key, session_key)
 
     def __call__(self, account_no: int, session_key: bytes) -> Awaitable[bool]:
         return self._check(account_no, session_key)

@@ -30,7 +30,7 @@ class StatusRows:
         self.db = db
         self.owner = owner
         self.counters = counters
-        self._ops: dict[int, tuple[str, asyncio.Future[bool] | None]] = {}
+        self._ops: dict[int, tuple[str, asyncio.Future[str] | None]] = {}
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -50,9 +50,11 @@ class StatusRows:
         if self._task is not None:
             self._task.cancel()
 
-    async def enter(self, account_no: int) -> bool:
-        """Mark the account in game; True once written, False if the database refused."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    async def enter(self, account_no: int) -> str:
+        """Mark the account in game: "" once written, else why not: ``status_miss`` (the
+        account has no status row), ``account_locked`` (an operator's lock: status != 0 with no
+        owner), ``login_failed`` (the database refused, or a leave overtook it)."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._replace(account_no, (ENTER, future))
         return await future
 
@@ -66,10 +68,10 @@ class StatusRows:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _replace(self, account_no: int, op: tuple[str, asyncio.Future[bool] | None]) -> None:
+    def _replace(self, account_no: int, op: tuple[str, asyncio.Future[str] | None]) -> None:
         previous = self._ops.pop(account_no, None)
         if previous is not None and previous[1] is not None and not previous[1].done():
-            previous[1].set_result(False)  # an enter overtaken by a leave never happened
+            previous[1].set_result("login_failed")  # an enter overtaken by a leave never happened
         self._ops[account_no] = op
         self._idle.clear()
         self._wake.set()
@@ -85,16 +87,26 @@ class StatusRows:
             enters = [(a, f) for a, (kind, f) in ops.items() if kind == ENTER]
             leaves = [a for a, (kind, _) in ops.items() if kind == LEAVE]
             if enters:  # one statement for every login of this batch
+                accounts = [a for a, _ in enters]
                 try:
-                    await self.db.enter_game_many([a for a, _ in enters], self.owner)
-                    ok = True
+                    entered, missing = await self.db.enter_game_many(accounts, self.owner)
                 except DatabaseError as exc:
-                    ok = False
+                    entered, missing = set(), set()
+                    failed = True
                     self.counters["status_enter_failed"] += len(enters)
                     log.warning("%d status rows not set: %s", len(enters), exc)
-                for _, future in enters:
-                    if future is not None and not future.done():
-                        future.set_result(ok)
+                else:
+                    failed = False
+                for account, future in enters:
+                    if future is None or future.done():
+                        continue
+                    if account in entered:
+                        future.set_result("")
+                    elif failed:
+                        future.set_result("login_failed")
+                    else:
+                        future.set_result("status_miss" if account in missing
+                                          else "account_locked")  # fmt: skip
             if leaves:
                 try:
                     await self.db.leave_game(leaves, self.owner)

@@ -28,7 +28,7 @@ examples:
   cluster up                              whole cluster on this host (broker, gateway, workers)
   cluster up --config prod.toml --only game   just this host's game workers
   cluster broker --config prod.toml       one role in the foreground
-  cluster accounts create --count 1000 --out accounts.tsv   accounts + their session keys
+  cluster accounts create --count 1000 --out accounts.tsv   accounts, keys and passwords
   cluster config --config prod.toml       print the effective configuration
 """
 
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--only",
         metavar="ROLE[,ROLE...]",
-        help="start only these roles (broker, monitor, game, chat, auth, gateway)",
+        help="start only these roles (broker, monitor, game, chat, auth, gateway, web)",
     )
 
     up.add_argument(
@@ -88,13 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="the whole cluster on this machine under dummy load, then a report",
         description="Start every role on this machine with a fresh embedded SQLite database in a "
-        "temporary directory, create accounts, run the dummy through the login path, print the "
-        "report summary, and stop everything. Ports come from the configuration.",
+        "temporary directory, create accounts (with passwords for the web path), run the dummy "
+        "through the real client's path (--path web: web login, login port, game and chat "
+        "ports; the web login's per-address rate limit is off in the demo), print the report "
+        "summary, and stop everything. Ports come from the configuration.",
     )  # fmt: skip
     _add_config(demo)
     demo.add_argument("--link-mode", choices=config_module.LINK_MODES, default="systemlink",
                       help="systemlink or non-systemlink (default %(default)s)")  # fmt: skip
-    add_knobs(demo)
+    add_knobs(demo, path="web")
     demo.add_argument("--report", metavar="FILE", help="write the JSON report here")
     demo.add_argument("--keep", action="store_true",
                       help="keep the demo's data directory and cluster log")  # fmt: skip
@@ -147,15 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create = acc_sub.add_parser(
         "create",
-        help="create accounts with random session keys and write the list file",
-        description="Create N accounts (userid ID_<no>, nick NICK_<no>, a salted password hash, "
-        "a random 64-character session key, status 0) and write FILE with one line per account: "
-        "AccountNo<TAB>UserID<TAB>Nick<TAB>SessionKey. The dummy and the tests read this file.",
+        help="create accounts with passwords and random session keys, and write the list file",
+        description="Create N accounts (userid ID_<no>, nick NICK_<no>, an argon2id password "
+        "hash, a random 64-character session key, status 0) and write FILE (mode 0600) with one "
+        "line per account: AccountNo<TAB>UserID<TAB>Nick<TAB>SessionKey<TAB>Password. The "
+        "passwords are the lines of --password-file, in order, else random ones; log in with them "
+        "on the web login (POST /v1/login). The dummy and the tests read this file.",
     )
     _add_config(create)
     create.add_argument(
-        "--count", type=_positive, required=True, metavar="N", help="how many accounts to create"
-    )
+        "--count", type=_positive, metavar="N",
+        help="how many accounts to create (default with --password-file: one per line)",
+    )  # fmt: skip
     create.add_argument(
         "--start",
         type=_positive,
@@ -163,6 +168,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="first AccountNo (default: one past the highest in use)",
     )
     create.add_argument("--out", required=True, metavar="FILE", help="the account list to write")
+    passwords = create.add_mutually_exclusive_group()
+    passwords.add_argument(
+        "--password-file", metavar="FILE",
+        help="the accounts' passwords, one a line (at least 8 characters, no tabs)",
+    )  # fmt: skip
+    passwords.add_argument(
+        "--no-passwords", action="store_true",
+        help="no password (no web login; the Password column stays empty): fast, for load tests "
+        "that log in with the listed keys",
+    )  # fmt: skip
+    passwd = acc_sub.add_parser(
+        "passwd",
+        help="set an account's password (read from stdin)",
+        description="Set the password of account ACCOUNTNO: the first line of standard input "
+        "(a prompt without echo on a terminal) or of --password-file. At least 8 characters. "
+        "The password is stored as an argon2id hash and never shown.",
+    )
+    _add_config(passwd)
+    passwd.add_argument("account_no", type=_positive, metavar="ACCOUNTNO")
+    passwd.add_argument("--password-file", metavar="FILE", help="read the password from FILE")
+    for name, text in (
+        ("lock", "lock an account out of the game: its status row to 1 with no owner, so the "
+         "login port answers GAME and a game login FAIL until it is unlocked"),
+        ("unlock", "clear an account's status row (0, no owner): an operator's lock, or a row "
+         "left by a crash that the cluster could not reset"),
+    ):  # fmt: skip
+        command = acc_sub.add_parser(name, help=text.split(":")[0], description=text[0].upper()
+                                     + text[1:] + ".")  # fmt: skip
+        _add_config(command)
+        command.add_argument("account_no", type=_positive, metavar="ACCOUNTNO")
 
     show = sub.add_parser(
         "config",
@@ -265,10 +300,6 @@ def _dispatch(args: argparse.Namespace, config: Config, path: str | None) -> int
         from dummy.cli import knobs_of
 
         knobs = knobs_of(args)
-        if knobs["path"] != "login":
-            print("cluster demo: the demo always uses the login path", file=sys.stderr)
-            return 2
-        del knobs["path"]
         report = Path(args.report) if args.report else None
         try:
             return runtime.run(demo.demo(config, args.link_mode, knobs, report, args.keep))

@@ -31,6 +31,9 @@ ROLES: dict[str, RoleEntry] = {
     "auth": RoleEntry("workers.auth:serve", "run one auth (login) worker"),
     "game": RoleEntry("workers.game:serve", "run one game (echo) worker"),
     "chat": RoleEntry("workers.chat:serve", "run one chat worker (sector chat)"),
+    "web": RoleEntry(
+        "gateway.web:serve", "run the web login (POST /v1/login: ID and password -> session key)"
+    ),
     "monitor": RoleEntry(
         "cluster.monitor:serve",
         "run the monitor (counters of every process, status DB rows, /metrics)",
@@ -38,7 +41,7 @@ ROLES: dict[str, RoleEntry] = {
 }
 
 #: The order ``cluster up`` starts roles in (each one's peers are there when it registers).
-START_ORDER = ("broker", "monitor", "game", "chat", "auth", "gateway")
+START_ORDER = ("broker", "monitor", "game", "chat", "auth", "gateway", "web")
 
 
 def entry_point(role: str) -> Callable[[Config], int]:

@@ -1,14 +1,15 @@
 """`cluster up`: this host's roles as child processes, started in order, stopped together.
 
 Unless told not to, the DB schema is created first when a role that uses the DB is started (auth
-workers always; game workers when they verify keys). The broker starts next (everyone connects to
-it); then the workers and the gateway. Each child
+workers and the web login always; game workers when they verify keys). The broker starts next
+(everyone connects to it); then the workers, the gateway and the web login. Each child
 prints one ``ready ...`` line on stdout once it is listening and registered with the broker; when
 every child has, the supervisor prints its own ``ready`` line with the client addresses. On
-SIGINT/SIGTERM it stops the gateways, then the workers, then the broker (SIGTERM, then SIGKILL
-after a grace period) and exits 0. Children are also bound to the supervisor's life with
-PR_SET_PDEATHSIG, so even a killed supervisor leaves no orphans, and run in their own session,
-so a terminal's Ctrl-C reaches only the supervisor, which then stops them in order.
+SIGINT/SIGTERM it stops the web login, then the gateways, then the workers, then the broker
+(SIGTERM, then SIGKILL after a grace period) and exits 0. Children are also bound to the
+supervisor's life with PR_SET_PDEATHSIG, so even a killed supervisor leaves no orphans, and run
+in their own session, so a terminal's Ctrl-C reaches only the supervisor, which then stops them
+in order.
 
 A child that dies while the cluster runs is reported on stderr and started again after a backoff
 (1 s, doubling up to 30 s while it keeps dying young); meanwhile the rest keep running (the
@@ -144,6 +145,7 @@ async def up(config: Config, config_path: str | None, roles: list[str], init_db:
         or ("auth" in roles and config.workers.auth)
         or ("game" in roles and config.workers.game and config.game.verify_key)
         or ("chat" in roles and config.workers.chat and config.chat.enabled)
+        or ("web" in roles and config.web.enabled)
     )
     if init_db and uses_db:
         from cluster.db import DatabaseError
@@ -165,7 +167,7 @@ async def up(config: Config, config_path: str | None, roles: list[str], init_db:
                     count = 0
                 for i in range(count):
                     children.append(await _spawn(role, i + 1, config_path))
-            elif role in ("gateway", "monitor"):
+            elif role in ("gateway", "monitor") or (role == "web" and config.web.enabled):
                 children.append(await _spawn(role, 1, config_path))
         await _await_ready(children)
     except (RuntimeError, TimeoutError) as exc:
@@ -179,6 +181,8 @@ async def up(config: Config, config_path: str | None, roles: list[str], init_db:
         fields["game"] = f"{config.gateway.public_host}:{config.gateway.game_port}"
         if config.chat.enabled:
             fields["chat"] = f"{config.gateway.public_host}:{config.gateway.chat_port}"
+    if "web" in roles and config.web.enabled:
+        fields["web"] = f"{config.web.host}:{config.web.port}"
     ready = runtime.announce_ready(**fields)
     console = asyncio.create_task(_console(config, ready))
 

@@ -216,9 +216,13 @@ class ChatApp(App):
             triples = struct.unpack(f"<{len(cells) // 4}i", cells) if len(cells) % 12 == 0 else ()
         except struct.error:
             triples = ()
-        if not triples or sum(triples[2::3]) != len(packets) or not all(
-            0 <= cell < SECTOR_MAX * SECTOR_MAX and count > 0
-            for cell, count in zip(triples[0::3], triples[1::3], strict=True)
+        if (
+            not triples
+            or sum(triples[2::3]) != len(packets)
+            or not all(
+                0 <= cell < SECTOR_MAX * SECTOR_MAX and count > 0
+                for cell, count in zip(triples[0::3], triples[1::3], strict=True)
+            )
         ):
             host.counters["bad_cast"] += 1
             return
