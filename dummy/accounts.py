@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NamedTuple
 
-from cluster.db.accounts import KEY_LENGTH
+from cluster.db.accounts import read_account_lines
 
 
 class Account(NamedTuple):
@@ -30,25 +29,7 @@ def read_accounts(path: str | os.PathLike[str]) -> list[Account]:
     """Every account of an accounts file, in file order (blank lines skipped). ValueError names
     the file and line of a line without four or five tab-separated fields, an integer AccountNo
     and a 64-character ASCII key (never the password); OSError when the file cannot be read."""
-    accounts = []
-    text = Path(path).read_text(encoding="utf-8")
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        where = f"{path}:{number}"
-        if len(fields) not in (4, 5):
-            raise ValueError(f"{where}: expected 4 or 5 tab-separated fields, found {len(fields)}")
-        no_text, user_id, nickname, key_text = fields[:4]
-        try:
-            account_no = int(no_text)
-        except ValueError:
-            raise ValueError(f"{where}: AccountNo {no_text!r} is not an integer") from None
-        if len(key_text) != KEY_LENGTH or not key_text.isascii():
-            raise ValueError(f"{where}: session key must be {KEY_LENGTH} ASCII characters")
-        password = fields[4] if len(fields) == 5 else ""
-        accounts.append(Account(account_no, user_id, nickname, key_text.encode("ascii"), password))
-    return accounts
+    return [Account(*line) for line in read_account_lines(path)]
 
 
 def check_passwords(accounts: Sequence[Account], path: str | os.PathLike[str] | None) -> None:

@@ -50,12 +50,19 @@ def format_line(account: NewAccount) -> str:
 
 
 def read_accounts_file(path: str | os.PathLike[str]) -> list[tuple[int, str, str, bytes]]:
-    """Every ``(account_no, user_id, nickname, session_key)`` in an accounts file, in file order.
+    """Every ``(account_no, user_id, nickname, session_key)`` in an accounts file, in file order
+    (see :func:`read_account_lines`, whose Password column this leaves out)."""
+    return [line[:4] for line in read_account_lines(path)]
 
-    Blank lines are skipped; a fifth field (the Password column of ``cluster accounts create``)
-    is not read here. Raises ValueError naming the file and line number for a line that does not
-    have four or five tab-separated fields, an integer AccountNo and a 64-character ASCII key;
-    OSError when the file cannot be read."""
+
+def read_account_lines(path: str | os.PathLike[str]) -> list[tuple[int, str, str, bytes, str]]:
+    """Every ``(account_no, user_id, nickname, session_key, password)`` in an accounts file, in
+    file order; the password is "" when the line has no fifth column (files of earlier versions)
+    or an empty one (``--no-passwords``).
+
+    Blank lines are skipped. Raises ValueError naming the file and line number (never the
+    password) for a line that does not have four or five tab-separated fields, an integer
+    AccountNo and a 64-character ASCII key; OSError when the file cannot be read."""
     accounts = []
     text = Path(path).read_text(encoding="utf-8")
     for number, line in enumerate(text.splitlines(), start=1):
@@ -72,5 +79,6 @@ def read_accounts_file(path: str | os.PathLike[str]) -> list[tuple[int, str, str
             raise ValueError(f"{where}: AccountNo {no_text!r} is not an integer") from None
         if len(key_text) != KEY_LENGTH or not key_text.isascii():
             raise ValueError(f"{where}: session key must be {KEY_LENGTH} ASCII characters")
-        accounts.append((account_no, user_id, nickname, key_text.encode("ascii")))
+        password = fields[4] if len(fields) == 5 else ""
+        accounts.append((account_no, user_id, nickname, key_text.encode("ascii"), password))
     return accounts
