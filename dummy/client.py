@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any
+from typing import Any, Self
 
 from cluster.codec import Codec
 from cluster.messages import (
@@ -64,19 +64,23 @@ async def login_once(
         writer.close()
 
 
-class GameClient:
-    """One connection to a gateway's game port."""
+class PortClient:
+    """One connection to a gateway port: send, receive decoded messages, see it closed. Its
+    subclasses name the messages they accept from the server (``ACCEPTS``) and add the port's
+    requests."""
+
+    ACCEPTS: frozenset[int] = SERVER_MESSAGES
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, codec: Codec):
         self.reader = reader
         self.writer = writer
         self.codec = codec
-        self.decoder = codec.decoder(SERVER_MESSAGES)
+        self.decoder = codec.decoder(self.ACCEPTS)
         self._received: deque[Message] = deque()
         self.account_no = 0
 
     @classmethod
-    async def connect(cls, host: str, port: int, codec: Codec | None = None) -> GameClient:
+    async def connect(cls, host: str, port: int, codec: Codec | None = None) -> Self:
         reader, writer = await asyncio.open_connection(host, port)
         return cls(reader, writer, codec or Codec())
 
@@ -96,6 +100,30 @@ class GameClient:
                     raise ServerClosed("server closed the connection")
                 self._received.extend(self.decoder.feed(data))
         return self._received.popleft()
+
+    async def wait_closed(self, timeout: float = 5.0) -> bool:
+        """True once the server has closed the connection (replies before that are discarded);
+        False if it is still open after `timeout`."""
+        try:
+            async with asyncio.timeout(timeout):
+                while await self.reader.read(65536):
+                    pass
+        except TimeoutError:
+            return False
+        except ConnectionError:
+            pass
+        return True
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except ConnectionError:
+            pass
+
+
+class GameClient(PortClient):
+    """One connection to a gateway's game port."""
 
     async def login(
         self,
@@ -128,58 +156,11 @@ class GameClient:
     def heartbeat(self) -> None:
         self.send(GameReqHeartbeat())
 
-    async def wait_closed(self, timeout: float = 5.0) -> bool:
-        """True once the server has closed the connection (replies before that are discarded);
-        False if it is still open after `timeout`."""
-        try:
-            async with asyncio.timeout(timeout):
-                while await self.reader.read(65536):
-                    pass
-        except TimeoutError:
-            return False
-        except ConnectionError:
-            pass
-        return True
 
-    async def close(self) -> None:
-        self.writer.close()
-        try:
-            await self.writer.wait_closed()
-        except ConnectionError:
-            pass
-
-
-class ChatClient:
+class ChatClient(PortClient):
     """One connection to a gateway's chat port (the original ChatServer's protocol)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, codec: Codec):
-        self.reader = reader
-        self.writer = writer
-        self.codec = codec
-        self.decoder = codec.decoder(CHAT_SERVER_MESSAGES)
-        self._received: deque[Message] = deque()
-        self.account_no = 0
-
-    @classmethod
-    async def connect(cls, host: str, port: int, codec: Codec | None = None) -> ChatClient:
-        reader, writer = await asyncio.open_connection(host, port)
-        return cls(reader, writer, codec or Codec())
-
-    def send(self, message: Any) -> None:
-        self.writer.write(self.codec.encode(message))
-
-    def send_raw(self, data: bytes) -> None:
-        self.writer.write(data)
-
-    async def recv(self, timeout: float = 5.0) -> Message:
-        """The next message from the server; ServerClosed at EOF, TimeoutError after `timeout`."""
-        async with asyncio.timeout(timeout):
-            while not self._received:
-                data = await self.reader.read(65536)
-                if not data:
-                    raise ServerClosed("server closed the connection")
-                self._received.extend(self.decoder.feed(data))
-        return self._received.popleft()
+    ACCEPTS = CHAT_SERVER_MESSAGES
 
     async def recv_type(self, kind: type[Any], timeout: float = 5.0) -> Any:
         """The next message of class `kind`; the ones before it are dropped."""
@@ -250,23 +231,3 @@ class ChatClient:
 
     def heartbeat(self) -> None:
         self.send(ChatReqHeartbeat())
-
-    async def wait_closed(self, timeout: float = 5.0) -> bool:
-        """True once the server has closed the connection (replies before that are discarded);
-        False if it is still open after `timeout`."""
-        try:
-            async with asyncio.timeout(timeout):
-                while await self.reader.read(65536):
-                    pass
-        except TimeoutError:
-            return False
-        except ConnectionError:
-            pass
-        return True
-
-    async def close(self) -> None:
-        self.writer.close()
-        try:
-            await self.writer.wait_closed()
-        except ConnectionError:
-            pass
