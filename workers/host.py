@@ -556,6 +556,10 @@ class Host:
         if self.status_rows is None and not inspect.isawaitable(verdict):
             self._finish_login(session, bool(verdict))
             return
+        self._start_admission(session, verdict)
+
+    def _start_admission(self, session: PlayerSession, verdict: bool | Awaitable[bool]) -> None:
+        """Run :meth:`_admit` for `session` (its answer comes back in a later auth frame)."""
         session.verifying = True
         task = asyncio.ensure_future(self._admit(session, verdict))
         self._admitting.add(task)
@@ -631,10 +635,7 @@ class Host:
         self.by_account[account] = session
         self._holding(account)
         if self.status_rows is not None and not session.entered:
-            session.verifying = True
-            task = asyncio.ensure_future(self._admit(session, True))
-            self._admitting.add(task)
-            task.add_done_callback(self._admitting.discard)
+            self._start_admission(session, True)
             return False
         return True
 
@@ -743,10 +744,10 @@ class WorkerRole(Role):
                 pending = PendingKeys(section.pending_key_ttl)
         else:
             log.warning("game.verify_key = false: every login is accepted (raw load tests only)")
-        if config.auth.dummy_accounts_below and self.key_check_mode(config) == "stored":
+        self.key_check = key_check_for(config, self.db, pending)
+        if config.auth.dummy_accounts_below and isinstance(self.key_check, StoredKeyCheck):
             log.warning("auth.dummy_accounts_below = %d: accounts below it log in with any key "
                         "(load tests only)", config.auth.dummy_accounts_below)  # fmt: skip
-        self.key_check = key_check_for(config, self.db, pending)
         host = self.host = Host(config, name, app, self.key_check, pending)
         dispatch = host.dispatcher()
         self.link = bus_link(
@@ -766,12 +767,6 @@ class WorkerRole(Role):
         )  # fmt: skip
         self.data.start()
         host.start()
-
-    @staticmethod
-    def key_check_mode(config: Config) -> str:
-        """``stored`` when this worker reads keys from the DB (non-systemlink, keys checked)."""
-        stored = config.game.verify_key and config.cluster.link_mode != "systemlink"
-        return "stored" if stored else "other"
 
     def ready_fields(self) -> dict[str, object]:
         assert self.host is not None
