@@ -22,6 +22,9 @@ from typing import Any
 
 LINK_MODES = ("systemlink", "non-systemlink")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_ROTATIONS = ("daily", "size")
+#: CS_MONITOR_TOOL_REQ_LOGIN carries the tool's key as char[32].
+TOOL_KEY_BYTES = 32
 WHITEIP_MODES = ("off", "enforce")
 BUS_SCHEMES = ("tcp://", "ipc://")
 ENV_PREFIX = "CLUSTER_"
@@ -50,6 +53,10 @@ class ClusterSection:
     link_mode: str = _choice("systemlink", LINK_MODES)
     data_dir: str = "cluster-data"
     log_level: str = _choice("info", LOG_LEVELS)
+    log_dir: str = ""  # also write each process's log to <log_dir>/<role>.log; "" = stderr only
+    log_rotate: str = _choice("daily", LOG_ROTATIONS)  # start a new log file each day, or by size
+    log_max_bytes: int = _ranged(10 * 2**20, 4096, 2**40)  # log_rotate = "size": bytes per file
+    log_keep: int = _ranged(14, 0, 100_000)  # rotated files kept per role (0 = keep every file)
 
 
 @dataclass(frozen=True)
@@ -159,6 +166,10 @@ class MonitorSection:
     metrics_host: str = "127.0.0.1"  # where /metrics (Prometheus text) is served
     metrics_port: int = _port(9108)
     summary_interval: float = _ranged(10.0, 0.5)  # `cluster up` off a terminal: log line period
+    history_seconds: int = _ranged(3600, 10, 7 * 86400)  # dashboard: seconds of samples in memory
+    tool_host: str = "127.0.0.1"  # where the original MonitoringClient tool connects
+    tool_port: int = _port(12212)
+    tool_key: str = ""  # the tool's 32-byte login key; "" = the tool port stays closed
 
 
 @dataclass(frozen=True)
@@ -332,6 +343,16 @@ def _resolve(config: Config) -> Config:
     if config.chat.enabled and gateway.chat_port in (gateway.login_port, gateway.game_port):
         other = "login_port" if gateway.chat_port == gateway.login_port else "game_port"
         raise ConfigError(f"gateway.chat_port: {gateway.chat_port} is also the {other}")
+    tool_key = config.monitor.tool_key
+    if tool_key and (not tool_key.isascii() or len(tool_key) != TOOL_KEY_BYTES):
+        raise ConfigError(
+            f"monitor.tool_key: must be {TOOL_KEY_BYTES} ASCII characters (the original tool "
+            f"sends char[{TOOL_KEY_BYTES}]), got {len(tool_key)}"
+        )
+    if tool_key and config.monitor.tool_port == config.monitor.metrics_port and (
+        config.monitor.tool_host == config.monitor.metrics_host
+    ):
+        raise ConfigError(f"monitor.tool_port: {config.monitor.tool_port} is also the metrics_port")
     web = config.web
     if not web.host:
         raise ConfigError("web.host: must not be empty")
