@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from cluster import bus, metrics, role
+from cluster import bus, metrics, monitor_tool, role
 from cluster.bus import Item
 from cluster.config import Config
 from cluster.db import (
@@ -214,6 +214,7 @@ class MonitorRole(Role):
         self.config = config
         self.monitor = Monitor()
         self.server: asyncio.AbstractServer | None = None
+        self.tool_server: asyncio.AbstractServer | None = None
         self.db: Database | None = None
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -231,6 +232,7 @@ class MonitorRole(Role):
                 f"cannot listen on monitor.metrics_port {mon.metrics_host}:{mon.metrics_port}: "
                 f"{exc}"
             ) from None
+        self.tool_server = await monitor_tool.open_tool_port(self.config, monitor)
         self.db = await open_database(self.config)
         sampler = ProcessSampler(self.link.identity.decode(), "monitor", lambda: {
             "processes": len(monitor.live()),
@@ -247,8 +249,9 @@ class MonitorRole(Role):
     async def close(self) -> None:
         for task in self.tasks:
             task.cancel()
-        if self.server is not None:
-            self.server.close()
+        for server in (self.server, self.tool_server):
+            if server is not None:
+                server.close()
         await super().close()
         if self.db is not None:
             await self.db.close()
