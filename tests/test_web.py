@@ -228,12 +228,14 @@ def test_a_lockout_ends_after_its_duration_and_is_counted(make_cluster, backend)
     assert web_login(wc, account.user_id, account.password)[0] == 401  # locked
     time.sleep(2.2)
     assert web_login(wc, account.user_id, account.password)[0] == 200
-    metrics = wait_metrics(wc, lambda text: 'cluster_login_locked{' in text
-                           and sample_value(text, "cluster_login_ok") >= 1)  # fmt: skip
-    assert sample_value(metrics, "cluster_login_invalid") == 2
-    assert sample_value(metrics, "cluster_login_locked") == 1
-    assert sample_value(metrics, "cluster_lockouts") == 1
-    assert "# HELP cluster_login_locked Web login:" in metrics
+    metrics = wait_metrics(
+        wc, lambda text: sample_value(text, "cluster_web_logins_total", "ok") >= 1
+    )
+    assert sample_value(metrics, "cluster_web_logins_total", "invalid") == 2
+    assert sample_value(metrics, "cluster_web_logins_total", "locked") == 1
+    assert sample_value(metrics, "cluster_web_lockouts_total") == 1
+    assert "# HELP cluster_web_logins_total Web login:" in metrics
+    assert "# TYPE cluster_web_logins_total counter" in metrics
 
 
 def test_an_address_over_its_rate_is_refused_and_counted(make_cluster, backend):
@@ -247,9 +249,11 @@ def test_an_address_over_its_rate_is_refused_and_counted(make_cluster, backend):
         return [(await post(wc.url, body))[0] for body in bodies]
 
     assert run(burst()) == [401, 401, 401, 429, 429]
-    metrics = wait_metrics(wc, lambda text: sample_value(text, "cluster_login_rate_limited") >= 2)
-    assert sample_value(metrics, "cluster_login_rate_limited") == 2
-    assert "# HELP cluster_login_rate_limited Web login:" in metrics
+    metrics = wait_metrics(
+        wc, lambda text: sample_value(text, "cluster_web_logins_total", "rate_limited") >= 2
+    )
+    assert sample_value(metrics, "cluster_web_logins_total", "rate_limited") == 2
+    assert "# HELP cluster_web_logins_total Web login:" in metrics
 
 
 BAD_BODIES = [
@@ -426,10 +430,15 @@ def test_lockouts_count_failures_in_a_window():
 # -- helpers --------------------------------------------------------------------------------------
 
 
-def sample_value(text: str, name: str) -> float:
-    """The value of the web role's series of `name` in a /metrics text (0 when absent)."""
+def sample_value(text: str, name: str, result: str | None = None) -> float:
+    """The value of the web role's series of `name` (with ``result`` label `result`, if given)
+    in a /metrics text (0 when absent)."""
     for line in text.splitlines():
-        if line.startswith(name + "{") and 'role="web"' in line:
+        if (
+            line.startswith(name + "{")
+            and 'role="web"' in line
+            and (result is None or f'result="{result}"' in line)
+        ):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
