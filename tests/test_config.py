@@ -387,3 +387,10 @@ def test_type_errors_name_the_kind_of_value_in_words() -> None:
     wanted = r"gateway.game_port: 'x' \(from environment\) is not an integer$"
     with pytest.raises(ConfigError, match=wanted):
         load(None, {"CLUSTER_GATEWAY_GAME_PORT": "x"})
+
+
+def test_a_monitor_tool_key_of_31_characters_is_refused_at_load(tmp_path: Path) -> None:
+    message = load_error(tmp_path, f'[monitor]\ntool_key = "{"k" * 31}"\n')
+    assert message.startswith("monitor.tool_key: must be 32 ASCII characters")
+    assert message.endswith("got 31")
+    assert load(None, {"CLUSTER_MONITOR_TOOL_KEY": "k" * 32}).monitor.tool_key == "k" * 32
