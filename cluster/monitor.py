@@ -9,23 +9,27 @@ forgotten after :data:`FORGET_AFTER`. From that table it:
   ``hardware`` row per host, each with the latest sample's values and the process (or host) it
   describes in ``writer``;
 - answers STATUS queries on the bus (``cluster status``, the console screens of ``cluster up``);
-- serves ``GET /metrics`` (Prometheus text) and ``GET /status.json`` on
-  ``[monitor] metrics_host:metrics_port``.
+- keeps the last ``[monitor] history_seconds`` of the charted figures in memory
+  (:mod:`cluster.dashboard.history`);
+- serves the live dashboard at ``GET /``, its JSON API (``/api/series``, ``/api/history``),
+  ``GET /metrics`` (Prometheus text) and ``GET /status.json`` on
+  ``[monitor] metrics_host:metrics_port`` (:mod:`cluster.dashboard.server`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from cluster import bus, metrics, monitor_tool, role
+from cluster import bus, monitor_tool, role
 from cluster.bus import Item
 from cluster.config import Config
+from cluster.dashboard import server as web
+from cluster.dashboard.history import History
 from cluster.db import (
     BattleSample,
     ChatSample,
@@ -56,19 +60,23 @@ class Entry:
 class Monitor:
     """The table of latest samples and what is derived from it."""
 
-    def __init__(self) -> None:
+    def __init__(self, history_seconds: int = 3600) -> None:
         self.entries: dict[str, Entry] = {}
         self.link: BusLink | None = None
         self.counters: Counter[str] = Counter()
+        self.history = History(history_seconds)
 
     def dispatcher(self) -> Dispatcher:
         """The bus dispatcher that feeds this monitor."""
         return Dispatcher(self.counters, stats=self.stats, items=self.items)
 
     def record(self, sample: Sample) -> None:
+        """Keep `sample` as its process's latest, and chart it (ignored without a string ``id``
+        and ``role``)."""
         ident = sample.get("id")
         if isinstance(ident, str) and isinstance(sample.get("role"), str):
             self.entries[ident] = Entry(sample, time.monotonic())
+            self.history.record(sample)
 
     def live(self) -> list[Sample]:
         return [e.sample for e in self._aged() if e.sample["heartbeat_age_s"] <= GONE_AFTER]
@@ -107,10 +115,14 @@ class Monitor:
 
     async def write_rows(self, db: Database) -> int:
         """One status_server row per live game worker, chat worker, auth worker and host;
-        returns how many."""
+        returns how many. A login row's SessionAll is the sessions on the login ports of the
+        whole cluster (the live gateways' ``sessions_login`` added up), the same figure in each
+        auth worker's row: the original had one login server, which counted its sessions."""
         written = 0
         hosts: dict[str, Sample] = {}
-        for sample in self.live():
+        live = self.live()
+        login_sessions = sum(_int(s, "sessions_login") for s in live if s["role"] == "gateway")
+        for sample in live:
             host = str(sample.get("host", ""))
             if isinstance(sample.get("hw"), dict) and (
                 host not in hosts or sample["time"] > hosts[host]["time"]
@@ -138,7 +150,7 @@ class Monitor:
                 written += 1
             elif sample["role"] == "auth":
                 await db.insert_login(LoginSample(
-                    session_all=_int(sample, "sessions"),
+                    session_all=login_sessions,
                     login_success_tps=_int(sample, "login_success_tps"), **common,
                 ))  # fmt: skip
                 written += 1
@@ -158,33 +170,6 @@ _ROLE_ORDER = {"broker": 0, "monitor": 1, "gateway": 2, "auth": 3, "game": 4, "c
 def _int(values: dict[str, Any], key: str) -> int:
     value = values.get(key, 0)
     return round(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
-
-
-async def _http(
-    monitor: Monitor, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
-    """A minimal HTTP/1.0 responder for /metrics and /status.json."""
-    try:
-        async with asyncio.timeout(5):
-            request = await reader.readline()
-            while (await reader.readline()).strip():
-                pass
-        parts = request.decode("latin-1").split()
-        path = parts[1].split("?", 1)[0] if len(parts) >= 2 else ""
-        if len(parts) >= 2 and parts[0] == "GET" and path == "/metrics":
-            status, ctype, body = "200 OK", metrics.CONTENT_TYPE, metrics.exposition(monitor.live())
-        elif len(parts) >= 2 and parts[0] == "GET" and path == "/status.json":
-            status, ctype = "200 OK", "application/json"
-            body = json.dumps(monitor.snapshot()).encode()
-        else:
-            status, ctype, body = "404 Not Found", "text/plain", b"try /metrics or /status.json\n"
-        head = f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-        writer.write(head.encode() + b"Connection: close\r\n\r\n" + body)
-        await writer.drain()
-    except (TimeoutError, ConnectionError, UnicodeDecodeError):
-        pass
-    finally:
-        writer.close()
 
 
 async def _rows_forever(monitor: Monitor, db: Database, interval: float) -> None:
@@ -212,7 +197,7 @@ class MonitorRole(Role):
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.monitor = Monitor()
+        self.monitor = Monitor(config.monitor.history_seconds)
         self.server: asyncio.AbstractServer | None = None
         self.tool_server: asyncio.AbstractServer | None = None
         self.db: Database | None = None
@@ -223,9 +208,13 @@ class MonitorRole(Role):
         self.link = monitor.link = bus_link(
             self.config, "monitor", monitor.dispatcher(), counters=monitor.counters
         )
+        site = web.Site(monitor)
         try:
             self.server = await asyncio.start_server(
-                lambda r, w: _http(monitor, r, w), mon.metrics_host, mon.metrics_port
+                lambda r, w: web.handle(site, r, w),
+                mon.metrics_host,
+                mon.metrics_port,
+                limit=web.MAX_LINE,
             )
         except OSError as exc:
             raise StartupError(
@@ -233,7 +222,7 @@ class MonitorRole(Role):
                 f"{exc}"
             ) from None
         self.tool_server = await monitor_tool.open_tool_port(self.config, monitor)
-        self.db = await open_database(self.config)
+        self.db = site.db = await open_database(self.config)
         sampler = ProcessSampler(self.link.identity.decode(), "monitor", lambda: {
             "processes": len(monitor.live()),
         })  # fmt: skip
@@ -244,7 +233,8 @@ class MonitorRole(Role):
 
     def ready_fields(self) -> dict[str, object]:
         mon = self.config.monitor
-        return {"metrics": f"http://{mon.metrics_host}:{mon.metrics_port}/metrics"}
+        base = f"http://{mon.metrics_host}:{mon.metrics_port}"
+        return {"metrics": f"{base}/metrics", "dashboard": f"{base}/"}
 
     async def close(self) -> None:
         for task in self.tasks:

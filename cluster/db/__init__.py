@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from cluster.config import Config
 from cluster.db.base import (
+    MAX_STATUS_ROWS,
     SCHEMA_VERSION,
+    STATUS_TABLES,
     AccountRow,
     BattleSample,
     ChatSample,
@@ -20,11 +22,14 @@ from cluster.db.base import (
     LoginSample,
     NewAccount,
     SchemaReport,
+    StatusRow,
 )
 from cluster.db.url import MysqlTarget, parse
 
 __all__ = [
+    "MAX_STATUS_ROWS",
     "SCHEMA_VERSION",
+    "STATUS_TABLES",
     "AccountRow",
     "BattleSample",
     "ChatSample",
@@ -35,6 +40,7 @@ __all__ = [
     "LoginSample",
     "NewAccount",
     "SchemaReport",
+    "StatusRow",
     "open_database",
 ]
 

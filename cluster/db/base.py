@@ -16,6 +16,7 @@ used again without a restart.
 from __future__ import annotations
 
 import abc
+import datetime
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -127,6 +128,36 @@ class LoginSample:
     session_all: int
     login_success_tps: int
     writer: str
+
+
+#: The status_server tables :meth:`Database.status_rows` reads, with their figure columns.
+STATUS_TABLES: dict[str, tuple[str, ...]] = {
+    "hardware": ("CPUUsage", "AvailableMBytes", "NonPagedBytes"),
+    "battle": (
+        "CPUUsage",
+        "CommitMemory",
+        "PacketPool",
+        "AuthFPS",
+        "GameFPS",
+        "SessionAll",
+        "SessionAuth",
+        "SessionGame",
+    ),
+    "chat": ("CPUUsage", "CommitMemory", "PacketPool", "SessionAll", "SessionLogin"),
+    "login": ("CPUUsage", "CommitMemory", "PacketPool", "SessionAll", "LoginSuccessTPS"),
+}
+#: The most rows one :meth:`Database.status_rows` call returns.
+MAX_STATUS_ROWS = 50_000
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    """One status_server row as read back: `date` is the DB's local time (naive), `values`
+    the table's figure columns (:data:`STATUS_TABLES`) by name."""
+
+    date: datetime.datetime
+    writer: str | None
+    values: dict[str, int]
 
 
 class Database(abc.ABC):
@@ -244,3 +275,12 @@ class Database(abc.ABC):
 
     @abc.abstractmethod
     async def insert_login(self, sample: LoginSample) -> None: ...
+
+    @abc.abstractmethod
+    async def status_rows(
+        self, table: str, since: datetime.datetime, until: datetime.datetime, limit: int
+    ) -> list[StatusRow]:
+        """The rows of ``status_server.<table>`` dated from `since` to `until` inclusive
+        (naive datetimes in the DB's local time, as the rows are written), oldest first; when
+        more than `limit` match, the newest `limit` of them. ValueError for a table not in
+        :data:`STATUS_TABLES` or a limit outside 1..:data:`MAX_STATUS_ROWS`."""

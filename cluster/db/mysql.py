@@ -17,6 +17,7 @@ Failure rules (the contract of :mod:`cluster.db.base`):
 from __future__ import annotations
 
 import asyncio
+import datetime
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -39,6 +40,7 @@ from cluster.db.base import (
     LoginSample,
     NewAccount,
     SchemaReport,
+    StatusRow,
 )
 from cluster.db.url import MysqlTarget
 
@@ -399,6 +401,17 @@ class MysqlDatabase(Database):
             await s.execute(sql, params)
 
         await self._run(op)
+
+    async def status_rows(
+        self, table: str, since: datetime.datetime, until: datetime.datetime, limit: int
+    ) -> list[StatusRow]:
+        params = statements.status_rows_params(table, since, until, limit)
+        sql = self._sql.monitoring_rows[table]
+
+        async def op(s: _Session) -> list[StatusRow]:
+            return statements.to_status_rows(table, await s.fetch(sql, params))
+
+        return await self._run(op)
 
 
 class _Session:

@@ -16,6 +16,7 @@ to open or use the files, so a cleared obstacle needs no restart.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,7 @@ from cluster.db.base import (
     LoginSample,
     NewAccount,
     SchemaReport,
+    StatusRow,
 )
 from cluster.db.url import SqliteTarget
 
@@ -346,6 +348,17 @@ class SqliteDatabase(Database):
             conn.execute(sql, params)
 
         await self._run(job)
+
+    async def status_rows(
+        self, table: str, since: datetime.datetime, until: datetime.datetime, limit: int
+    ) -> list[StatusRow]:
+        params = statements.status_rows_params(table, since, until, limit)
+        sql = self._sql.monitoring_rows[table]
+
+        def job(conn: sqlite3.Connection) -> list[StatusRow]:
+            return statements.to_status_rows(table, conn.execute(sql, params).fetchall())
+
+        return await self._run(job)
 
 
 def _inventory(conn: sqlite3.Connection) -> upgrade.Inventory:

@@ -11,17 +11,21 @@ answer alike.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from cluster.db.accounts import unusable_password
 from cluster.db.base import (
+    MAX_STATUS_ROWS,
+    STATUS_TABLES,
     AccountRow,
     BattleSample,
     ChatSample,
     HardwareSample,
     LoginSample,
     NewAccount,
+    StatusRow,
 )
 
 # Statement sizes: at most 999 parameters (the lowest SQLite limit, before 3.32) and well below
@@ -112,6 +116,13 @@ _INSERT_LOGIN = (
     " `LoginSuccessTPS`, `writer`) VALUES ({now}, ?, ?, ?, ?, ?, ?)"
 )
 
+# {table} and {columns} come from STATUS_TABLES only. Dates compare as 'YYYY-MM-DD HH:MM:SS' text
+# on SQLite (the format its rows are written in) and as DATETIME on MySQL.
+_STATUS_ROWS_SELECT = (
+    "SELECT `date`, `writer`, {columns} FROM `{s}`.`{table}` WHERE `date` >= ? AND `date` <= ?"
+    " ORDER BY `date` DESC, `no` DESC LIMIT ?"
+)
+
 
 class Statements:
     """The domain statements for one backend: database names, parameter mark, clock function and
@@ -154,6 +165,14 @@ class Statements:
         self.insert_battle = self._render(_INSERT_BATTLE)
         self.insert_chat = self._render(_INSERT_CHAT)
         self.insert_login = self._render(_INSERT_LOGIN)
+        self.monitoring_rows = {
+            table: self._render(
+                _STATUS_ROWS_SELECT.replace("{table}", table).replace(
+                    "{columns}", ", ".join(f"`{c}`" for c in columns)
+                )
+            )
+            for table, columns in STATUS_TABLES.items()
+        }
 
     def _render(self, template: str, marks: int = 0, rows: str = "") -> str:
         sql = template.format(marks=", ".join("?" * marks), rows=rows, **self._names)
@@ -338,6 +357,37 @@ def login_params(sample: LoginSample) -> tuple[Any, ...]:
         sample.login_success_tps,
         sample.writer,
     )
+
+
+def status_rows_params(
+    table: str, since: datetime.datetime, until: datetime.datetime, limit: int
+) -> tuple[Any, ...]:
+    """The parameters of a ``status_rows`` statement; ValueError for a table or limit the
+    interface refuses."""
+    if table not in STATUS_TABLES:
+        known = ", ".join(STATUS_TABLES)
+        raise ValueError(f"unknown status_server table {table!r} (known: {known})")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_STATUS_ROWS:
+        raise ValueError(f"limit must be 1..{MAX_STATUS_ROWS}, not {limit!r}")
+    return (_db_time(since), _db_time(until), limit)
+
+
+def _db_time(when: datetime.datetime) -> str:
+    return when.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def to_status_rows(table: str, rows: Sequence[Sequence[Any]]) -> list[StatusRow]:
+    """The rows of a ``status_rows`` statement (newest first) as StatusRows, oldest first."""
+    columns = STATUS_TABLES[table]
+    out = []
+    for date, writer, *values in reversed(rows):
+        if isinstance(date, str):  # SQLite keeps the text
+            date = datetime.datetime.fromisoformat(date)
+        out.append(StatusRow(
+            date=date, writer=None if writer is None else str(writer),
+            values={c: int(v) for c, v in zip(columns, values, strict=True)},
+        ))  # fmt: skip
+    return out
 
 
 def check_new_accounts(accounts: Sequence[NewAccount]) -> None:
