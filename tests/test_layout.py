@@ -77,3 +77,32 @@ def test_every_role_in_the_table_resolves_to_a_serve_function() -> None:
         serve = entry_point(role)
         assert callable(serve), role
         assert serve.__name__ == "serve", role
+
+
+def test_a_plain_install_holds_every_package_and_data_file(tmp_path: Path) -> None:
+    """A wheel (what `pip install .` and a container image get) holds every module and data file
+    of the source tree, not only the top-level packages an editable install happens to find."""
+    import subprocess
+    import sys
+    import zipfile
+
+    import shutil
+
+    source = tmp_path / "source"  # a copy: a build leaves build/ and *.egg-info behind
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "__pycache__", "*.egg-info", "build", ".*_cache"))  # fmt: skip
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    wanted = {
+        p.relative_to(ROOT).as_posix()
+        for top in ("cluster", "gateway", "workers", "dummy", "sql")
+        for p in (ROOT / top).rglob("*")
+        if p.is_file() and p.suffix in {".py", ".sql", ".html", ".js", ".css"}
+        and "__pycache__" not in p.parts
+    }
+    assert wanted - names == set()
