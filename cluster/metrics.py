@@ -178,6 +178,8 @@ FIELDS: dict[str, Field] = {
     "placed_tps": _gauge("placed_tps", "Broker: sessions placed on workers per second."),
     "holders": _gauge("holders", "Broker: accounts held by a game worker."),
     "processes": _gauge("processes", "Monitor: live processes it tracks."),
+    "tool_logins": _counter("tool_logins_total", "Monitor: logins of the original monitoring "
+                            "tool on monitor.tool_port since start."),
     "heartbeat_age_s": _gauge("heartbeat_age_seconds", "Monitor: seconds since this process's "
                               "last sample arrived."),
 }  # fmt: skip

@@ -225,6 +225,7 @@ class MonitorRole(Role):
         self.db = site.db = await open_database(self.config)
         sampler = ProcessSampler(self.link.identity.decode(), "monitor", lambda: {
             "processes": len(monitor.live()),
+            **monitor_tool.sample_fields(monitor.counters),
         })  # fmt: skip
         self.tasks = [
             asyncio.create_task(_rows_forever(monitor, self.db, mon.db_interval)),

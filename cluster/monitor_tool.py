@@ -29,9 +29,9 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import IntEnum
-from typing import TYPE_CHECKING, ClassVar, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, cast
 
 from cluster.codec import Codec, RemoteProtocolError, StreamDecoder
 from cluster.config import Config
@@ -445,6 +445,15 @@ class ToolSession(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.drop("gone", f"disconnected{f': {exc}' if exc else ''}", refusal=False)
+
+
+def sample_fields(counters: Mapping[str, int]) -> dict[str, Any]:
+    """The tool port's figures in the monitor's own 1-second sample: ``tool_logins`` (a total)
+    and ``drops`` (tool connections closed, by ``tool_<reason>``), so ``/metrics``, ``cluster
+    status`` and the screens show refused tools as they show refused clients."""
+    drops = {name: n for name, n in counters.items() if name.startswith("tool_")
+             and name != "tool_login"}  # fmt: skip
+    return {"tool_logins": counters.get("tool_login", 0), "drops": drops}
 
 
 async def open_tool_port(config: Config, monitor: Monitor) -> asyncio.AbstractServer | None:

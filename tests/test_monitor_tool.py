@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import math
 import re
 import socket
 import struct
 import time
+import urllib.request
 from typing import Any
 
 from cluster import monitor_tool, runtime
@@ -319,6 +321,16 @@ def test_hostile_tools_are_closed_and_counted_by_reason(make_cluster):
                 "bad_checksum": 1, "too_long": 1, "wrong_size": 1, "login_timeout": 1}  # fmt: skip
     assert {reason: closes(monitor, reason) for reason in expected} == expected, monitor.log()
     assert re.search(r"WARNING.*monitor tool .* closed: wrong_key", monitor.log())
+
+    def monitor_sample() -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{cluster.metrics_port}/status.json") as r:
+            snapshot = json.load(r)
+        return next(p for p in snapshot["processes"] if p["role"] == "monitor")
+
+    # ... and the monitor's own sample carries them (so /metrics and the screens do too)
+    wait_until(lambda: monitor_sample()["drops"].get("tool_wrong_key") == 1, timeout=15)
+    sample = monitor_sample()
+    assert sample["tool_logins"] >= 3 and sample["drops"]["tool_login_timeout"] == 1
 
 
 def test_the_tool_port_is_closed_without_a_key_and_a_taken_port_is_one_line(make_cluster):
