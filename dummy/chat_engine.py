@@ -55,7 +55,7 @@ import logging
 import os
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, cast
 
@@ -77,7 +77,7 @@ from cluster.messages import (
     LoginStatus,
 )
 from dummy.accounts import Account
-from dummy.engine import PATHS, Counters, LoadEngine, check_web_options
+from dummy.engine import PATHS, Counters, LoadEngine, RunShape, check_threads, check_web_options
 from dummy.histogram import Histogram
 
 log = logging.getLogger("dummy")
@@ -156,6 +156,7 @@ class ChatOptions:
     web_port: int = 8080
     web_concurrency: int = 64  # web logins in flight at most (the rest wait their turn)
     web_timeout: float = 10.0  # s: a web login unanswered by then is a web_error
+    threads: int = 1  # action loops, each over its share of the clients (dummy.engine)
 
     def check(self) -> None:
         """Raise ValueError naming the first bad option."""
@@ -164,6 +165,7 @@ class ChatOptions:
                 raise ValueError(f"--{name.replace('_', '-')} must be 0..100")
         if self.clients < 1:
             raise ValueError("--clients must be at least 1")
+        check_threads(self)
         if self.delay_action < 0 or self.delay_login < 0 or self.ramp < 0:
             raise ValueError("--delay-action, --delay-login and --ramp must not be negative")
         if self.duration <= 0:
@@ -687,6 +689,7 @@ class ChatSecond:
     recv_tps: float
     latency: Histogram  # move and own-message latencies of this second
     action_delay_ms: tuple[float, float, float]  # min, avg, max of this second
+    shape: RunShape = field(default_factory=RunShape)
 
     def to_map(self) -> dict[str, Any]:
         """The map an agent sends the controller each second (msgpack-able)."""
@@ -695,7 +698,7 @@ class ChatSecond:
             "in_chat": self.in_chat, "connected": self.connected, "reply_wait": self.reply_wait,
             "send_tps": self.send_tps, "recv_tps": self.recv_tps,
             "totals": self.totals.to_dict(), "latency": self.latency.to_dict(),
-            "action_delay_ms": list(self.action_delay_ms),
+            "action_delay_ms": list(self.action_delay_ms), **self.shape.to_map(),
         }  # fmt: skip
 
 
@@ -798,4 +801,5 @@ class ChatEngine(LoadEngine[ChatTotals, ChatSecond]):
             recv_tps=(self.totals.packets_recv - last.packets_recv) / window,
             latency=self.second_latency,
             action_delay_ms=self.action_delays(),
+            shape=self.shape(),
         )

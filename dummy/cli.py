@@ -33,6 +33,9 @@ KNOBS: tuple[tuple[str, type, Any, str, tuple[str, ...]], ...] = (
     ("--delay-login", float, 0.0, "ms between connecting and sending a login request",
      ("echo", "chat")),
     ("--duration", float, 20.0, "seconds to run", ("echo", "chat")),
+    ("--threads", int, None, "action loops the clients are split among, each visiting its "
+     "share every --delay-action ms (the original's THREAD_NUMBER x CONNECT_CLIENT; 1..100, "
+     "default 1)", ("echo", "chat")),
     ("--ramp", float, 0.0, "new connections per second at most (0: no limit)", ("echo", "chat")),
     ("--sector-range", int, None, "chat: moves go to sectors 0..N-1 in x and y, out of the "
      "100 x 100 grid (default 10, so that clients meet)", ("chat",)),
@@ -91,6 +94,16 @@ def knobs_for(knobs: dict[str, Any], app: str) -> dict[str, Any]:
 def add_outputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", metavar="FILE", help="write the JSON report here")
     parser.add_argument("--csv", metavar="FILE", help="write one row per second here")
+    parser.add_argument("--html", metavar="FILE", help="write a self-contained HTML report "
+                        "here: the summary, charts per second, final counters")  # fmt: skip
+
+
+def add_account_range(parser: argparse.ArgumentParser) -> None:
+    """--first/--last: the AccountNo range of --accounts, so dummies can share one file."""
+    parser.add_argument("--first", metavar="ACCOUNTNO", help="use the accounts from this "
+                        "AccountNo on (inclusive; as FILE:START-END)")  # fmt: skip
+    parser.add_argument("--last", metavar="ACCOUNTNO", help="use the accounts up to this "
+                        "AccountNo (inclusive)")  # fmt: skip
 
 
 def add_parsers(sub: argparse._SubParsersAction, add_config: Any) -> None:  # type: ignore[type-arg]
@@ -109,9 +122,11 @@ def add_parsers(sub: argparse._SubParsersAction, add_config: Any) -> None:  # ty
     run.add_argument(
         "--accounts",
         required=True,
-        metavar="FILE",
-        help="accounts file from 'cluster accounts create' (one client each)",
+        metavar="FILE[:START-END]",
+        help="accounts file from 'cluster accounts create' (one client each); :START-END uses "
+        "only the lines whose AccountNo is in that inclusive range",
     )
+    add_account_range(run)
     add_knobs(run)
     add_outputs(run)
 
@@ -133,8 +148,10 @@ def add_parsers(sub: argparse._SubParsersAction, add_config: Any) -> None:  # ty
         help="how long to wait for the agents (default 120)",
     )
     ctl.add_argument(
-        "--accounts", required=True, metavar="FILE", help="accounts file; split between the agents"
-    )
+        "--accounts", required=True, metavar="FILE[:START-END]",
+        help="accounts file (:START-END: only that AccountNo range); split between the agents",
+    )  # fmt: skip
+    add_account_range(ctl)
     add_knobs(ctl)
     add_outputs(ctl)
 
@@ -153,10 +170,10 @@ def main(args: argparse.Namespace, config: Config) -> int:
     try:
         options: Any
         if args.app == "chat":
-            accounts: Any = run.load_chat_accounts(args.accounts)
+            accounts: Any = run.load_chat_accounts(args.accounts, args.first, args.last)
             options = run.chat_options_from(config, **knobs_of(args, "chat"))
         else:
-            accounts = run.load_accounts(args.accounts)
+            accounts = run.load_accounts(args.accounts, args.first, args.last)
             options = run.options_from(config, **knobs_of(args, "echo"))
         options.check()
         if len(accounts) < options.clients:
@@ -169,13 +186,16 @@ def main(args: argparse.Namespace, config: Config) -> int:
         return 2
     report = Path(args.report) if args.report else None
     csv_path = Path(args.csv) if args.csv else None
+    html_path = Path(args.html) if getattr(args, "html", None) else None
     try:
         if args.dummy_command == "run":
-            return runtime.run(run.run_local(config, options, accounts, report, csv_path))
+            return runtime.run(run.run_local(config, options, accounts, report, csv_path,
+                                             html_path=html_path))  # fmt: skip
         if args.agents < 1:
             raise ValueError("--agents must be at least 1")
         return runtime.run(distributed.run_controller(
             config, args.listen, args.agents, options, accounts, report, csv_path, args.wait,
+            html_path=html_path,
         ))  # fmt: skip
     except (ValueError, RuntimeError, zmq.ZMQError) as exc:
         print(f"cluster dummy: {exc}", file=sys.stderr)

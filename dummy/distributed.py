@@ -21,6 +21,8 @@ The app (``--app``) is the controller's: every agent runs the engine it names
 (:mod:`dummy.engine` for echo, :mod:`dummy.chat_engine` for chat). The controller waits for N
 agents, gives each a share of the clients and a disjoint slice of the accounts, starts them
 together, merges their seconds into one screen and one report, and stops them all at the end.
+``--threads`` is per agent (as each of the original's dummy processes had its threads), capped at
+the agent's share of the clients; the screen sums them.
 With ``--path web`` every agent's clients log in on the web login themselves (one web client per
 agent), so the web role's per-address rate limit applies to each agent host separately.
 An agent silent for :data:`AGENT_TIMEOUT` seconds is marked lost: the run goes on with the
@@ -45,6 +47,7 @@ import zmq
 import zmq.asyncio
 
 from cluster.config import Config
+from dummy import html_report
 from dummy.accept import AcceptWatch
 from dummy.accounts import Account
 from dummy.chat_engine import ChatEngine, ChatOptions, ChatSecond, ChatTotals
@@ -138,6 +141,7 @@ class Controller:
         self.agents: dict[bytes, Agent] = {}
         self.stop = asyncio.Event()
         self.paused = False
+        self.points: list[dict[str, Any]] = []  # the HTML report's seconds (merged views)
 
     def _send(self, agent: Agent, kind: bytes, data: dict[str, Any] | None = None) -> None:
         try:
@@ -187,6 +191,7 @@ class Controller:
             options = asdict(self.options) | {
                 "clients": share,
                 "duration": self.options.duration + CONTROLLER_TIMEOUT,
+                "threads": min(self.options.threads, share),  # --threads is per agent
             }
             agent.totals = self.totals_type()
             self._send(agent, START, {"app": self.app, "options": options,
@@ -241,6 +246,7 @@ class Controller:
                 view = self._view(now - started, second_latency)
                 second_latency = Histogram()
                 rows.append(view.row())
+                self.points.append(html_report.point(view))
                 console.show(view)
         duration = time.monotonic() - started
         await self._finish()
@@ -299,7 +305,7 @@ class Controller:
 async def run_controller(
     config: Config, listen: str, expected: int, options: LoadOptions | ChatOptions,
     accounts: list[Account], report_path: Path | None,
-    csv_path: Path | None, wait: float,
+    csv_path: Path | None, wait: float, html_path: Path | None = None,
 ) -> int:  # fmt: skip
     controller = Controller(config, listen, expected, options, accounts)
     watch = AcceptWatch(config)  # the accept figure comes from the monitor, once
@@ -327,11 +333,18 @@ async def run_controller(
             accept_gateways=accepted.gateways, options=asdict(options),
             agents=[a.record() for a in controller.agents.values()],
         )  # fmt: skip
-        print(chat_summary(report) if chat else summary(report), flush=True)
+        closing = chat_summary(report) if chat else summary(report)
+        print(closing, flush=True)
         if report_path is not None:
             write_report(report_path, report)
         if csv_path is not None:
             write_csv(csv_path, rows)
+        if html_path is not None:
+            html_report.write_html(
+                html_path, report, controller.points, totals.to_dict(),
+                passed=exit_code(report) == 0, closing=closing,
+                link_mode=config.cluster.link_mode,
+            )  # fmt: skip
         return exit_code(report)
     finally:
         await watch.close()

@@ -21,6 +21,18 @@ packet error (the client then drops the connection); a connection the server clo
 is a Down Client.
 
 Counters are :class:`Totals` (mergeable across agents) and a latency :class:`Histogram`.
+
+Threads (``--threads N``, the original's THREAD_NUMBER, at most :data:`THREADS_MAX`): the
+clients are split into N groups (sizes differing by at most one: the original's CONNECT_CLIENT
+clients per thread), each visited by its own action loop, as each of the original's threads
+visited its clients. The loops are asyncio tasks of this one process, not OS threads: each keeps
+its own pace (Action Delay is measured per loop), but they share one core. The screen shows both
+figures (Thread Count, Client per Thread).
+
+Action Delay is the measured time between two visits of a loop over its clients (min, avg, max
+over the loops, per second); the Minimum Check Delay is its floor, ``delay_action``: a loop waits
+that long after each visit before the next, so a client is checked at most once per that many
+ms, and the Action Delay is that wait plus the time a visit takes.
 """
 
 from __future__ import annotations
@@ -53,9 +65,33 @@ from dummy.web import WebLogin, login_url
 
 log = logging.getLogger("dummy")
 
+T = TypeVar("T")
+
 #: web: web login, then login port, then game (chat) port; login: login port with the listed key,
 #: then game (chat) port; direct: the game (chat) port with the listed key.
 PATHS = ("web", "login", "direct")
+
+#: The most action loops (``--threads``), as the original's THREAD_NUMBER.
+THREADS_MAX = 100
+
+
+def groups(items: Sequence[T], parts: int) -> list[Sequence[T]]:
+    """`items` cut into `parts` consecutive groups whose sizes differ by at most one (the
+    larger first)."""
+    out, start = [], 0
+    for i in range(parts):
+        size = len(items) // parts + (1 if i < len(items) % parts else 0)
+        out.append(items[start : start + size])
+        start += size
+    return out
+
+
+def check_threads(options: Any) -> None:
+    """ValueError unless 1 <= ``threads`` <= min(THREADS_MAX, clients)."""
+    if not 1 <= options.threads <= THREADS_MAX:
+        raise ValueError(f"--threads must be 1..{THREADS_MAX}")
+    if options.threads > options.clients:
+        raise ValueError(f"--threads {options.threads} needs at least as many --clients")
 
 
 def check_web_options(options: Any) -> None:
@@ -96,6 +132,7 @@ class LoadOptions:
     web_port: int = 8080
     web_concurrency: int = 64  # web logins in flight at most (the rest wait their turn)
     web_timeout: float = 10.0  # s: a web login unanswered by then is a web_error
+    threads: int = 1  # action loops, each over its share of the clients (THREAD_NUMBER)
 
     def check(self) -> None:
         """Raise ValueError naming the first bad option."""
@@ -104,6 +141,7 @@ class LoadOptions:
                 raise ValueError(f"--{name.replace('_', '-')} must be 0..100")
         if self.clients < 1:
             raise ValueError("--clients must be at least 1")
+        check_threads(self)
         check_web_options(self)
         if not 1 <= self.echo_overlap <= 10_000:
             raise ValueError("--echo-overlap must be 1..10000")
@@ -444,6 +482,8 @@ class SecondStats:
     recv_tps: float
     latency: Histogram  # echo latencies of this second
     action_delay_ms: tuple[float, float, float]  # min, avg, max of this second
+    disconnected: int = 0  # clients without an open connection (either port)
+    shape: RunShape = field(default_factory=lambda: RunShape())
 
     def to_map(self) -> dict[str, Any]:
         """The map an agent sends the controller each second (msgpack-able)."""
@@ -452,7 +492,40 @@ class SecondStats:
             "in_game": self.in_game, "reply_wait": self.reply_wait, "send_tps": self.send_tps,
             "recv_tps": self.recv_tps, "totals": self.totals.to_dict(),
             "latency": self.latency.to_dict(), "action_delay_ms": list(self.action_delay_ms),
+            "disconnected": self.disconnected, **self.shape.to_map(),
         }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """What the screen shows of how a run is laid out: when it started (wall clock), its action
+    loops (threads) and clients per loop (min, max), and the Minimum Check Delay (ms)."""
+
+    started_at: float = 0.0  # time.time() at the start; 0 = unknown
+    threads: int = 1
+    per_thread: tuple[int, int] = (0, 0)
+    min_check_delay_ms: float = 0.0
+
+    def to_map(self) -> dict[str, Any]:
+        return {"started_at": self.started_at, "threads": self.threads,
+                "per_thread": list(self.per_thread),
+                "min_check_delay_ms": self.min_check_delay_ms}  # fmt: skip
+
+    @classmethod
+    def merged(cls, maps: Sequence[dict[str, Any]]) -> RunShape:
+        """The shape of several sources (agents): the earliest start, the loops summed, the
+        smallest and largest group, the largest floor (maps of older agents lack the keys)."""
+        with_shape = [m for m in maps if "threads" in m]
+        if not with_shape:
+            return cls()
+        starts = [float(m["started_at"]) for m in with_shape if m["started_at"]]
+        return cls(
+            started_at=min(starts, default=0.0),
+            threads=sum(int(m["threads"]) for m in with_shape),
+            per_thread=(min(int(m["per_thread"][0]) for m in with_shape),
+                        max(int(m["per_thread"][1]) for m in with_shape)),
+            min_check_delay_ms=max(float(m["min_check_delay_ms"]) for m in with_shape),
+        )  # fmt: skip
 
 
 class LoadClient(Protocol):
@@ -488,7 +561,9 @@ class LoadEngine(Generic[TotalsT, SecondT]):
         self._web: WebLogin | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._ramp_tokens = float(options.clients)
+        self._ramp_at = 0.0  # when the ramp's tokens were last topped up (monotonic)
         self._delays: list[float] = []
+        self.started_at = 0.0  # time.time() when run() started
         self.failing: set[tuple[str, int]] = set()  # addresses whose last connect failed
 
     def connect_failed(self, host: str, port: int, exc: OSError) -> None:
@@ -541,15 +616,28 @@ class LoadEngine(Generic[TotalsT, SecondT]):
     def _second(self, elapsed: float, last: TotalsT, window: float) -> SecondT:
         raise NotImplementedError
 
+    def groups(self) -> list[Sequence[Any]]:
+        """The clients of each action loop (``options.threads`` groups)."""
+        return groups(self.clients, self.options.threads)
+
+    def shape(self) -> RunShape:
+        sizes = [len(group) for group in self.groups()]
+        return RunShape(started_at=self.started_at, threads=len(sizes),
+                        per_thread=(min(sizes), max(sizes)),
+                        min_check_delay_ms=float(self.options.delay_action))  # fmt: skip
+
     async def run(
         self, stop: asyncio.Event, on_second: Callable[[SecondT], None] | None = None
     ) -> TotalsT:
         """Run for ``options.duration`` seconds (or until `stop`), then close every connection
         and wait for connects still under way, so that every connect is counted."""
         started = time.monotonic()
+        self.started_at = time.time()
         if self.options.ramp:
             self._ramp_tokens = 0.0
-        ticker = self.loop.create_task(self._action_loop(stop))
+        self._ramp_at = started
+        tickers = [self.loop.create_task(self._action_loop(stop, group))
+                   for group in self.groups()]  # fmt: skip
         last, last_at = self.totals.copy(), started
         end = started + self.options.duration
         while not stop.is_set() and time.monotonic() < end:
@@ -566,25 +654,30 @@ class LoadEngine(Generic[TotalsT, SecondT]):
                 if on_second is not None:
                     on_second(stats)
         self.stopping = True
-        ticker.cancel()
+        for ticker in tickers:
+            ticker.cancel()
         await self._wind_down()
         self.latency.merge(self.second_latency)  # a last part-second not shown on its own
         self.second_latency = Histogram()
         return self.totals
 
-    async def _action_loop(self, stop: asyncio.Event) -> None:
+    async def _action_loop(self, stop: asyncio.Event, clients: Sequence[Any]) -> None:
+        """One of the ``threads`` loops: visit `clients`, wait ``delay_action`` ms, again."""
         delay = self.options.delay_action / 1000
-        previous = time.monotonic()
+        previous, visited = time.monotonic(), False
         while not stop.is_set():
             now = time.monotonic()
-            self._delays.append((now - previous) * 1000)
-            if self.options.ramp:
+            if visited:  # a period from the second visit on (not the 0 before the first)
+                self._delays.append((now - previous) * 1000)
+            visited = True
+            if self.options.ramp:  # topped up by the clock, whichever loop comes first
                 self._ramp_tokens = min(
-                    self._ramp_tokens + (now - previous) * self.options.ramp,
+                    self._ramp_tokens + (now - self._ramp_at) * self.options.ramp,
                     max(1.0, self.options.ramp),
                 )
+                self._ramp_at = now
             previous = now
-            for client in self.clients:
+            for client in clients:
                 client.tick(now)
             await asyncio.sleep(delay)
 
@@ -623,8 +716,10 @@ class Engine(LoadEngine[Totals, SecondStats]):
         ]
 
     def _second(self, elapsed: float, last: Totals, window: float) -> SecondStats:
-        in_login = in_game = reply_wait = 0
+        in_login = in_game = reply_wait = disconnected = 0
         for client in self.clients:
+            if client.connection is None:
+                disconnected += 1
             if client.phase == Phase.IN_GAME:
                 in_game += 1
                 if client.inflight:
@@ -642,4 +737,6 @@ class Engine(LoadEngine[Totals, SecondStats]):
             recv_tps=(self.totals.packets_recv - last.packets_recv) / window,
             latency=self.second_latency,
             action_delay_ms=self.action_delays(),
+            disconnected=disconnected,
+            shape=self.shape(),
         )

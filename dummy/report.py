@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dummy.chat_engine import CHECK_ERRORS, ChatTotals
-from dummy.engine import Totals
+from dummy.engine import RunShape, Totals
 from dummy.histogram import Histogram
 
 #: The web login's failure kinds, as counted in ``errors`` (a success is ``web_ok``).
@@ -59,6 +59,8 @@ class View:
     agents: int = 1
     agents_lost: int = 0
     paused: bool = False
+    disconnected: int = 0  # clients without an open connection
+    shape: RunShape = field(default_factory=RunShape)  # start, threads, Minimum Check Delay
 
     def row(self) -> dict[str, Any]:
         """The CSV row of this second."""
@@ -103,7 +105,9 @@ class View:
             view.reply_wait += int(second["reply_wait"])
             view.send_tps += float(second["send_tps"])
             view.recv_tps += float(second["recv_tps"])
+            view.disconnected += int(second.get("disconnected", 0))
         view.action_delay_ms = _merge_delays([m["action_delay_ms"] for m in maps])
+        view.shape = RunShape.merged(maps)
         return view
 
 
@@ -115,20 +119,41 @@ def screen(view: View, title: str = "Dummy") -> str:
     lines = [
         f"== {title} ==  {time.strftime('%H:%M:%S')}  elapsed {view.elapsed:.0f}s  "
         f"MODE : {'STOP' if view.paused else 'PLAY'}   (S: pause/resume contents, Q: quit)",
+        *shape_lines(view.shape, 15),
         f" Client Total   : {view.clients:>9}    Agents        : {view.agents}"
         + (f" ({view.agents_lost} lost)" if view.agents_lost else ""),
         f" Connect Total  : {t.connect_total:>9}    Connect Fail  : {t.connect_fail:>9}",
         f" Down Client    : {t.down_client:>9}    Reply Wait    : {view.reply_wait:>9}",
         f" In Login       : {view.in_login:>9}    In Game       : {view.in_game:>9}",
+        f" Disconnect     : {view.disconnected:>9}",
         f" Send TPS       : {view.send_tps:>9.0f}    Recv TPS      : {view.recv_tps:>9.0f}",
         f" Echo latency   : p50 {lat.percentile(50) / 1000:.2f} ms  p99 "
         f"{lat.percentile(99) / 1000:.2f} ms  max {lat.max / 1000:.2f} ms",
         f" Action Delay   : min {low:.1f} ms  avg {avg:.1f} ms  max {high:.1f} ms",
+        min_check_line(view.shape),
         *_web_screen_line(t, " Web Login      : "),
         " Errors         : "
         + (", ".join(f"{k} {v}" for k, v in sorted(t.errors.items())) or "none"),
     ]
     return "\n".join(lines)
+
+
+def shape_lines(shape: RunShape, width: int) -> list[str]:
+    """The screen's StartTime and threads lines (labels padded to `width`)."""
+    start = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(shape.started_at))
+             if shape.started_at else "-")  # fmt: skip
+    low, high = shape.per_thread
+    per = f"{low}" if low == high else f"{low}-{high}"
+    return [
+        f" {'StartTime':<{width}}: {start}",
+        f" {'Thread Count':<{width}}: {shape.threads:>9}    Client per Thread : {per}",
+    ]
+
+
+def min_check_line(shape: RunShape) -> str:
+    """The screen's Minimum Check Delay: Action Delay's floor, the wait of each loop between two
+    visits of its clients (--delay-action)."""
+    return f" # Minimum Check Delay : {shape.min_check_delay_ms:g} ms (--delay-action)"
 
 
 def _web_screen_line(totals: Totals | ChatTotals, label: str) -> list[str]:
@@ -171,6 +196,7 @@ class ChatView:
     agents: int = 1
     agents_lost: int = 0
     paused: bool = False
+    shape: RunShape = field(default_factory=RunShape)  # start, threads, Minimum Check Delay
 
     @classmethod
     def from_maps(cls, maps: list[dict[str, Any]], totals: ChatTotals, latency: Histogram,
@@ -188,6 +214,7 @@ class ChatView:
             view.send_tps += float(second["send_tps"])
             view.recv_tps += float(second["recv_tps"])
         view.action_delay_ms = _merge_delays([m["action_delay_ms"] for m in maps])
+        view.shape = RunShape.merged(maps)
         return view
 
     def row(self) -> dict[str, Any]:
@@ -228,6 +255,7 @@ class ChatView:
             f"== {title} ==  {time.strftime('%H:%M:%S')}  elapsed {self.elapsed:.0f}s  "
             f"MODE : {'STOP' if self.paused else 'PLAY'}   (S: pause/resume connects and "
             "contents, Q: quit)",
+            *shape_lines(self.shape, 17),
             f" Client Total     : {self.clients:>9}    Agents           : {self.agents}"
             + (f" ({self.agents_lost} lost)" if self.agents_lost else ""),
             f" Connect Total    : {t.connect_total:>9}    Disconnect       : {disconnected:>9}",
@@ -249,6 +277,7 @@ class ChatView:
             f" Reply latency    : p50 {lat.percentile(50) / 1000:.2f} ms  p99 "
             f"{lat.percentile(99) / 1000:.2f} ms  max {lat.max / 1000:.2f} ms",
             f" Action Delay     : min {low:.1f} ms  avg {avg:.1f} ms  max {high:.1f} ms",
+            min_check_line(self.shape),
             " Check Errors     : " + (", ".join(f"{k} {v}" for k, v in sorted(t.errors.items())
                                               if k in CHECK_ERRORS) or "none"),
             " Other Errors     : " + (", ".join(f"{k} {v}" for k, v in sorted(t.errors.items())

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from cluster.config import Config
+from dummy import html_report
 from dummy.accept import AcceptFigure, AcceptWatch
-from dummy.accounts import Account, read_accounts
+from dummy.accounts import Account, read_range
 from dummy.chat_engine import ChatAccount, ChatEngine, ChatOptions, ChatSecond
 from dummy.console import Console
 from dummy.engine import Engine, LoadOptions, SecondStats
@@ -72,15 +73,20 @@ def chat_options_from(config: Config, **knobs: Any) -> ChatOptions:
     })  # fmt: skip
 
 
-def load_accounts(path: str | Path) -> list[Account]:
-    """Every line of an accounts file (4 or 5 columns, see :mod:`dummy.accounts`), for the echo
-    load; ValueError naming a bad line."""
-    return read_accounts(path)
+def load_accounts(
+    path: str | Path, first: str | None = None, last: str | None = None
+) -> list[Account]:
+    """The lines of an accounts file (4 or 5 columns, see :mod:`dummy.accounts`), for the echo
+    load: every line, or those of an AccountNo range (`path` FILE:START-END, or `first` and
+    `last`: :func:`dummy.accounts.read_range`); ValueError naming a bad line or range."""
+    return read_range(path, first, last)
 
 
-def load_chat_accounts(path: str | Path) -> list[ChatAccount]:
-    """Every line of an accounts file, for the chat load (which needs the ID and Nickname)."""
-    return read_accounts(path)
+def load_chat_accounts(
+    path: str | Path, first: str | None = None, last: str | None = None
+) -> list[ChatAccount]:
+    """As :func:`load_accounts`, for the chat load (which needs the ID and Nickname)."""
+    return read_range(path, first, last)
 
 
 def view_of(stats: SecondStats, paused: bool = False) -> View:
@@ -88,7 +94,8 @@ def view_of(stats: SecondStats, paused: bool = False) -> View:
         elapsed=stats.elapsed, clients=stats.clients, in_login=stats.in_login,
         in_game=stats.in_game, reply_wait=stats.reply_wait, send_tps=stats.send_tps,
         recv_tps=stats.recv_tps, totals=stats.totals, latency=stats.latency,
-        action_delay_ms=stats.action_delay_ms, paused=paused,
+        action_delay_ms=stats.action_delay_ms, paused=paused, disconnected=stats.disconnected,
+        shape=stats.shape,
     )  # fmt: skip
 
 
@@ -98,6 +105,7 @@ def chat_view_of(stats: ChatSecond, paused: bool = False) -> ChatView:
         in_chat=stats.in_chat, connected=stats.connected, reply_wait=stats.reply_wait,
         send_tps=stats.send_tps, recv_tps=stats.recv_tps, totals=stats.totals,
         latency=stats.latency, action_delay_ms=stats.action_delay_ms, paused=paused,
+        shape=stats.shape,
     )  # fmt: skip
 
 
@@ -129,6 +137,7 @@ class Load:
     engine: Engine | ChatEngine
     view: View | ChatView | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
+    points: list[dict[str, Any]] = field(default_factory=list)  # the HTML report's seconds
 
     def on_second(self, stats: SecondStats | ChatSecond) -> View | ChatView:
         if isinstance(stats, ChatSecond):
@@ -136,6 +145,7 @@ class Load:
         else:
             self.view = view_of(stats)
         self.rows.append(self.view.row())
+        self.points.append(html_report.point(self.view))
         return self.view
 
 
@@ -204,6 +214,7 @@ async def run_local(
     accounts: list[Account],
     report_path: Path | None,
     csv_path: Path | None,
+    html_path: Path | None = None,
 ) -> int:
     """One load (echo with LoadOptions, chat with ChatOptions) from this process."""
     if isinstance(options, ChatOptions):
@@ -215,11 +226,17 @@ async def run_local(
     duration, accepted = await run_loads(config, [load], title)
     report = _report(load, duration, accepted)
     _first_error(load)
-    print(chat_summary(report) if load.name == "chat" else summary(report), flush=True)
+    closing = chat_summary(report) if load.name == "chat" else summary(report)
+    print(closing, flush=True)
     if report_path is not None:
         write_report(report_path, report)
     if csv_path is not None:
         write_csv(csv_path, load.rows)
+    if html_path is not None:
+        html_report.write_html(
+            html_path, report, load.points, load.engine.totals.to_dict(),
+            passed=exit_code(report) == 0, closing=closing, link_mode=config.cluster.link_mode,
+        )  # fmt: skip
     return exit_code(report)
 
 
