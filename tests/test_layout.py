@@ -82,11 +82,10 @@ def test_every_role_in_the_table_resolves_to_a_serve_function() -> None:
 def test_a_plain_install_holds_every_package_and_data_file(tmp_path: Path) -> None:
     """A wheel (what `pip install .` and a container image get) holds every module and data file
     of the source tree, not only the top-level packages an editable install happens to find."""
+    import shutil
     import subprocess
     import sys
     import zipfile
-
-    import shutil
 
     source = tmp_path / "source"  # a copy: a build leaves build/ and *.egg-info behind
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(

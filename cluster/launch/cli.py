@@ -18,6 +18,10 @@ from cluster.launch.roles import ROLES, entry_point
 
 DEFAULT_CONFIG = "cluster.toml"
 
+#: The commands whose log also goes to a file under ``cluster.log_dir`` (the servers and the
+#: supervisor; tools such as ``status`` or ``dummy`` log to stderr only).
+FILE_LOGGED = frozenset({*ROLES, "up"})
+
 DESCRIPTION = """\
 A login/game server cluster speaking the original IOCP login and echo servers' wire protocol:
 TCP gateways -> ZeroMQ broker -> pools of auth and game workers, on one host or many."""
@@ -250,7 +254,17 @@ def _main(argv: list[str] | None) -> int:
         print(config_module.to_toml(config), end="")
         return 0
     quiet = args.command == "status"  # its output is the answer; its bus link stays silent
-    runtime.setup_logging(args.command, "warning" if quiet else config.cluster.log_level)
+    from cluster.logfiles import LogDirError
+
+    level = "warning" if quiet else config.cluster.log_level
+    c = config.cluster
+    log_dir = c.log_dir if args.command in FILE_LOGGED else ""
+    try:
+        runtime.setup_logging(args.command, level, log_dir=log_dir, rotate=c.log_rotate,
+                              max_bytes=c.log_max_bytes, keep=c.log_keep)  # fmt: skip
+    except LogDirError as exc:
+        print(f"cluster {args.command}: config error: {exc}", file=sys.stderr)
+        return 2
     from cluster.security import SecurityError
 
     try:
