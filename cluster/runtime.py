@@ -79,6 +79,10 @@ def stop_event() -> asyncio.Event:
     return event
 
 
+#: Names a file the ``ready`` line is also written to (for exec probes): :func:`announce_ready`.
+READY_FILE_ENV = "CLUSTER_READY_FILE"
+
+
 def announce_ready(**fields: object) -> str:
     """Print the one stdout line that says this process is up: ``ready key=value ...``; returns
     it. When the environment names a file in ``CLUSTER_READY_FILE``, the same line (with a
@@ -87,7 +91,7 @@ def announce_ready(**fields: object) -> str:
     there once the line is printed; a file that cannot be written is logged as one error line
     and the process goes on."""
     line = "ready " + " ".join(f"{k}={v}" for k, v in fields.items())
-    ready_file = os.environ.get("CLUSTER_READY_FILE", "")
+    ready_file = os.environ.get(READY_FILE_ENV, "")
     if ready_file:
         partial = f"{ready_file}.{os.getpid()}.tmp"
         try:

@@ -17,8 +17,11 @@ key                  meaning
 ``sessions``         client sessions held (SESSION): gateway all ports, game worker all
                      modes, chat worker all sessions, auth worker logins in progress
 *role fields*        see below; every value is a number
-``drops``            map reason -> total closes for that reason (gateway, game and chat
-                     workers)
+``drops``            map reason -> total closes for that reason that this process decided
+                     (gateway, game and chat workers): each client close is in exactly
+                     one process's map (a worker's CLOSE is counted by the worker, the
+                     gateway that carries it out counts it in ``worker_closes``), so
+                     the maps of all processes add up to the closes of the cluster
 ``hw``               the host's figures: ``cpu_total`` (%), ``available_mb``,
                      ``nonpaged_mb`` (SUnreclaim + KernelStack from /proc/meminfo),
                      ``net_recv_kbps``, ``net_send_kbps``
@@ -28,8 +31,11 @@ Role fields (totals only grow; ``*_tps`` / ``*_fps`` are per second over the las
 
 - gateway: ``sessions_login``, ``sessions_game``, ``sessions_chat``, ``accept_total_login``,
   ``accept_total_game``, ``accept_total_chat``, ``accept_tps_login``, ``accept_tps_game``,
-  ``accept_tps_chat``, ``recv_tps``, ``send_tps`` (client packets decoded / encoded)
-- game: ``session_auth``, ``session_game``, ``auth_fps``, ``game_fps``, ``recv_tps``,
+  ``accept_tps_chat``, ``recv_tps``, ``send_tps`` (client packets decoded / encoded);
+  ``worker_closes`` (a map like ``drops``: the closes its workers asked for, already in those
+  workers' ``drops``; the gateway's log lists both together)
+- game: ``session_auth``, ``session_game``, ``auth_fps`` / ``game_fps`` (frames per second of
+  the auth loop / the game loop, two loops scheduled apart: see :mod:`workers.host`), ``recv_tps``,
   ``send_tps`` (session items in / out), ``login_tps``, ``pending_keys`` (systemlink keys held)
 - chat (the original ChatServer): ``session_auth`` (not logged in yet), ``session_login``
   (logged in: PlayerCount), ``sectors_occupied`` (sectors with at least one player),

@@ -164,7 +164,8 @@ class GatewayRole(Role):
         return fields
 
     async def serve(self, stop: asyncio.Event) -> None:
-        """Sweep timeouts every second and log a summary when the drops changed."""
+        """Sweep timeouts every second and log a summary when the closes changed (its own
+        drops and the closes its workers asked for, together)."""
         assert self.sessions is not None
         sessions, gw = self.sessions, self.config.gateway
         last_drops: dict[str, int] = {}
@@ -178,11 +179,12 @@ class GatewayRole(Role):
             sessions.sweep(now, gw.reply_timeout, gw.login_timeout)
             if now >= next_stats:
                 next_stats = now + STATS_INTERVAL
-                if dict(sessions.drops) != last_drops:
-                    last_drops = dict(sessions.drops)
+                closes = dict(sessions.all_closes())
+                if closes != last_drops:
+                    last_drops = closes
                     log.info(
                         "sessions=%d %s %s", len(sessions.table), _accepted(sessions),
-                        format_drops(sessions.drops),
+                        format_drops(closes),
                     )  # fmt: skip
 
     async def drain(self) -> None:
@@ -215,7 +217,8 @@ class GatewayRole(Role):
             bus_counters = " ".join(f"{k}={v}" for k, v in sorted(sessions.counters.items()))
             holds = " ".join(f"{k}={v}" for k, v in sorted(sessions.holds.items()))
             log.info("bus: %s held: %s", bus_counters or "none", holds or "none")
-            log.info("stopped: %s %s", _accepted(sessions), format_drops(sessions.drops))
+            closes = dict(sessions.all_closes())
+            log.info("stopped: %s %s", _accepted(sessions), format_drops(closes))
 
 
 def _accepted(sessions: Sessions) -> str:

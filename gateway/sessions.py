@@ -13,7 +13,9 @@ codec and hands the messages to :class:`Sessions`, the one session table of this
 - gathers everything of one event-loop iteration into one bus message per destination, and
   writes every reply a client got in one bus drain with a single ``transport.write``;
 - closes exactly one client on each violation, counting it by reason in ``drops``, and closes
-  every client of a worker the broker reports GONE (a login in flight there is answered);
+  every client of a worker the broker reports GONE (a login in flight there is answered); a
+  close a worker asks for (its CLOSE item) is counted by that worker, so here it goes to
+  ``worker_closes``, not ``drops``: each close is in exactly one process's ``drops``;
 - enforces the limits: ``max_sessions`` and ``max_per_address`` connections, the login deadline
   after accept, the per-address login rate, ``max_inflight`` requests unanswered per session, and
   ``stall_timeout`` / ``max_outbound`` for a client that does not read its replies.
@@ -41,8 +43,9 @@ still refresh the idle timer here, heartbeats included.
 
 The mode rules after login (echo only in GAME mode, AccountNo must match) and the checks of a
 relayed packet's payload (mask, checksum, type, size) are the worker's: it owns the session state
-and answers a violation with a CLOSE item naming the reason, which is counted here too. A CLOSE
-with an empty reason is a normal end (the login port after RES_LOGIN).
+and answers a violation with a CLOSE item naming the reason, which it counts in its own ``drops``
+(and this gateway in ``worker_closes``, for its log). A CLOSE with an empty reason is a normal end
+(the login port after RES_LOGIN).
 """
 
 from __future__ import annotations
@@ -332,7 +335,9 @@ class Sessions:
         self._per_address: Counter[str] = Counter()
         self.table: dict[int, ClientConnection] = {}
         self.by_worker: dict[bytes, set[int]] = {}
-        self.drops: Counter[str] = Counter()
+        self.drops: Counter[str] = Counter()  # closes this gateway decided, by reason
+        #: closes its workers asked for (their CLOSE items), by reason: the workers count them
+        self.worker_closes: Counter[str] = Counter()
         self.accepted: Counter[str] = Counter()  # per port
         #: bus-side events (see cluster.dispatch), shared with the links that count into it
         self.counters: Counter[str] = counters if counters is not None else Counter()
@@ -555,6 +560,11 @@ class Sessions:
         for ip in [ip for ip, (_, at) in self._login_buckets.items() if at < now - 60]:
             del self._login_buckets[ip]
 
+    def all_closes(self) -> Counter[str]:
+        """Every client this gateway closed, by reason: its own drops and the closes its
+        workers asked for (the log's ``drops:`` summary)."""
+        return self.drops + self.worker_closes
+
     def collect(self) -> dict[str, Any]:
         """This gateway's fields of its 1-second sample (see cluster.stats)."""
         per_port: Counter[str] = Counter()
@@ -583,6 +593,7 @@ class Sessions:
             "accept_total_game": self.accepted["game"],
             "packet_pool": held,
             "drops": dict(self.drops),
+            "worker_closes": dict(self.worker_closes),
             "bus_errors": dict(self.counters),
             "holds": dict(self.holds),
             **rates,
@@ -765,7 +776,9 @@ class Sessions:
         for conn, reason in to_close:
             if not conn.closed:
                 if reason:
-                    self._count(conn, reason)
+                    self.worker_closes[reason] += 1
+                    log.debug("%s session %d closed: %s (by its worker)", conn.rules.name,
+                              conn.sid, reason)  # fmt: skip
                 self.closed(conn, reason, tell_worker=False)  # the worker closed it itself
                 conn.finish()  # lets the replies above go out first
         for conn in relieved:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -60,7 +62,8 @@ def test_each_role_writes_its_own_file_with_its_startup_lines(make_cluster, tmp_
 def test_cluster_up_writes_one_file_per_child_instance(make_cluster, tmp_path):
     logs = tmp_path / "logs"
     cluster = make_cluster(cluster={"log_dir": str(logs)}, workers={"game": 2, "auth": 1})
-    cluster.start("up")
+    ready_file = tmp_path / "up-ready"
+    up = cluster.start("up", env={"CLUSTER_READY_FILE": str(ready_file)})
     names = ["up.log", "broker-1.log", "monitor-1.log", "game-1.log", "game-2.log",
              "auth-1.log", "gateway-1.log"]  # fmt: skip
     wait_until(lambda: all(_lines(logs / n) for n in names), f"lines in each of {names}",
@@ -72,6 +75,17 @@ def test_cluster_up_writes_one_file_per_child_instance(make_cluster, tmp_path):
         pids[name] = match[2]
     assert len(set(pids.values())) == len(names)  # each file is one process's
     assert not (logs / "game.log").exists()  # no shared file for the two game workers
+    # the ready file is `cluster up`'s own: a child restarted later does not overwrite it
+    # (its children never see the variable: they would write their own lines there)
+    os.kill(int(pids["game-1.log"]), signal.SIGKILL)
+    restarted = int(up.wait_log(r"game#1 restarted \(pid (\d+)\)", timeout=30)[1])
+    environ = Path(f"/proc/{restarted}/environ").read_bytes().split(b"\0")
+    assert b"CLUSTER_INSTANCE=1" in environ
+    assert not any(v.startswith(b"CLUSTER_READY_FILE=") for v in environ)
+    wait_until(lambda: any(f"[{restarted}]" in line and "data link" in line
+                           for line in _lines(logs / "game-1.log")), "the restarted game-1",
+               timeout=30, detail=lambda: _lines(logs / "game-1.log")[-5:])  # fmt: skip
+    assert ready_file.read_text() == up.ready_line + "\n"
 
 
 @pytest.mark.parametrize(

@@ -169,7 +169,7 @@ def test_metrics_endpoint_parses_as_prometheus_text(make_cluster):
     families = {f.name: f for f in text_string_to_metric_families(text)}
     roles = {s.labels["role"] for s in families["cluster_sessions"].samples}
     assert roles == ROLES
-    assert {s.labels["host"] for s in families["cluster_host_available_mb"].samples}
+    assert {s.labels["host"] for s in families["cluster_host_memory_available_bytes"].samples}
     auth_fps = [s.value for s in families["cluster_auth_fps"].samples]
     assert len(auth_fps) == 2 and all(v > 0 for v in auth_fps)
 

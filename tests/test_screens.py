@@ -176,6 +176,9 @@ def test_login_server_adds_up_auth_workers_and_login_port(screen: str) -> None:
     assert figure(login, "CompleteTime Avr") == "3"
     assert figure(login, "CompleteTime Min/Max") == "0.50 / 20"
     assert figure(login, "ConnectSession") == "8"
+    # SessionAll: the login ports' sessions (3 + 5), not the auth workers' logins in flight (2 + 1)
+    assert figure(login, "SessionAll") == "8"
+    assert "in flight" in login.splitlines()[-3]
     assert figure(login, "Accept TPS") == "12"
     assert figure(login, "Accept Total") == "1500"
     assert figure(login, "RecvPacket TPS") == "12000"  # the gateways' packets, all ports
@@ -276,7 +279,7 @@ def test_one_line_per_chat_worker(chat_screen: str) -> None:
 def test_monitoring_server_lines_per_server_on(chat_screen: str) -> None:
     servers = section(chat_screen, "MonitoringServer").splitlines()[1:]
     assert servers == [
-        " Login: SESSION 3  LoginSuccess TPS 12  Packet Pool 18  CPU 20%  Commit 80M",
+        " Login: SESSION 8  LoginSuccess TPS 12  Packet Pool 18  CPU 20%  Commit 80M",
         " Chat : SESSION 40  PLAYER 39  MSG Pool 8  MSG TPS 240  Packet Pool 23  CPU 16%"
         "  Commit 64M",
         " Echo : ALL 212  Auth 7  Game 205  Auth FPS 49 - 51  Game FPS 47 - 50  Packet Pool 21"

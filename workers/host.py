@@ -3,20 +3,26 @@ for whichever app (:mod:`workers.apps`) the worker runs: the echo game on ``game
 sector chat on ``chat`` workers, or a user's own.
 
 As in the original MMOServer model, every session has an inbox of received packets, and two
-loops take turns on this process's single thread:
+loops share this process's single thread (the original ran them on two threads):
 
-- the **auth frame** handles AUTH-mode sessions: the app's opening request only (the app's own
+- the **auth loop** handles AUTH-mode sessions: the app's opening request only (the app's own
   pre-checks, such as the echo game's version, then the :mod:`key check <workers.keycheck>` of the
   link mode, then, for an app that tracks them, the account's status row); a session that logs
-  in moves to AUTH_TO_GAME;
-- the **game frame** moves AUTH_TO_GAME sessions to GAME (the app's ``joined``) and hands
-  GAME-mode packets to the app's handlers.
+  in moves to AUTH_TO_GAME. It also sends HOLD / FREE and answers the auth workers' link items;
+- the **game loop** moves AUTH_TO_GAME sessions to GAME (the app's ``joined``) and hands
+  GAME-mode packets to the app's handlers, then calls the app's ``end_frame``.
 
-A frame runs as soon as packets are waiting (in the next event-loop iteration) and at least every
-``frame_interval`` of the role's section; AuthFPS and GameFPS (the chat's Update TPS) count frames
-per second. A session's packets are handled in arrival order, and a packet is judged in the mode
-the session is in when it is handled. All output of one frame goes out as one bus message per
-destination, in the order it was made.
+Each loop is scheduled on its own: one of its frames runs in the next event-loop iteration once
+it has work (a login, an admission's answer, a link item for the auth loop; game packets,
+sessions joining, an app's :meth:`Host.wake` for the game loop), and at least every
+``frame_interval`` of the role's section on its own timer. AuthFPS counts the auth loop's frames
+per second and GameFPS (the chat's Update TPS) the game loop's, so under echo traffic alone
+GameFPS rises while AuthFPS stays at its timer's pace, and a burst of refused logins does the
+opposite. A session's packets are handled in arrival order, and a packet is judged in the mode
+the session is in when it is handled. A frame's output goes out at its end as one bus message per
+destination, in the order it was made (an auth frame followed, in the same iteration, by a game
+frame leaves its output to that game frame, so a login reply and the first replies of the game go
+out together).
 
 An account has at most one session on the workers of a role, and the broker sends every login of
 an account to the worker of that role that holds it (this worker says HOLD / FREE as that
@@ -35,7 +41,8 @@ encoded packet and the list of sessions of one gateway to write it to.
 
 A violation (a message not allowed in the session's mode, a handler's :class:`Violation`, a
 failed login, a relayed packet that breaks the wire protocol) answers the gateway with a CLOSE
-item naming the reason; the gateway closes the client (after the replies before it) and counts it.
+item naming the reason; the gateway closes the client (after the replies before it). The close is
+counted here, in this worker's ``drops`` (the gateway counts it in ``worker_closes`` only).
 """
 
 from __future__ import annotations
@@ -71,11 +78,6 @@ CLOSE, CANCEL_KEY, ACCEPTED = bus.Control.CLOSE, bus.Control.CANCEL_KEY, bus.Con
 IN_GAME, PACKETS, ANSWER = bus.Control.IN_GAME, bus.Control.PACKETS, bus.Control.ANSWER
 DELIVER = bus.Control.DELIVER
 PUSH, ACK = bus.LinkType.REQ_NEW_CLIENT_LOGIN, bus.LinkType.RES_NEW_CLIENT_LOGIN
-#: Close reasons counted as drops in the samples (an app adds its own).
-DROP_REASONS = (
-    "not_logged_in", "version_miss", "duplicate_login", "login_failed", "account_mismatch",
-    "login_in_game", "not_allowed_in_game", "replaced", "status_miss", "account_locked",
-)  # fmt: skip
 #: What the summary line in the log shows.
 LOG_KEYS = ("sessions", "session_auth", "session_game", "auth_fps", "game_fps", "recv_tps",
             "send_tps", "login_tps")  # fmt: skip
@@ -176,14 +178,18 @@ class Host:
         self._hold: set[int] = set()
         self._free: set[int] = set()
         self._admitting: set[asyncio.Future[None]] = set()
-        self._frame_scheduled = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._auth_scheduled = False
+        self._game_scheduled = False
+        self._auth_timer: asyncio.TimerHandle | None = None
+        self._game_timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_event_loop()
         #: The session whose relayed packets are being handled, and its replies so far.
         self._current: PlayerSession | None = None
         self._replies: list[bytes] = []
         self.draining = False
-        self._drop_reasons = DROP_REASONS + app.drop_reasons
+        #: Closes this worker decided, by reason: its sample's ``drops`` (its gateway closes
+        #: the client and does not count it again).
+        self.closes: Counter[str] = Counter()
         app.bind(self)
 
     def attach(self, link: BusLink, data: WorkerDataLinks | None = None) -> None:
@@ -207,8 +213,9 @@ class Host:
         self.sent += receivers * count
 
     def wake(self) -> None:
-        """Run a frame soon (an app that queued output outside a frame, e.g. in peer_item)."""
-        self._schedule_frame()
+        """Run a game frame soon (an app that queued output outside a frame, e.g. in
+        peer_item)."""
+        self._schedule_game()
 
     def cast(self, item: list[Any]) -> None:
         """Send `item` to every other worker of this role (their app's ``peer_item``)."""
@@ -268,7 +275,7 @@ class Host:
         if held:
             self._free.difference_update(held)
             self._hold.update(held)
-            self._schedule_frame()
+            self._schedule_auth()
 
     def received_items(self, source: bytes, items: list[Item]) -> None:
         table = self.gateways.get(source)
@@ -314,8 +321,11 @@ class Host:
         self._queued += received
         if self._queued > self.max_inbox and self.data is not None and not self.data.paused:
             self.counters["inbox_full"] += 1
-            self.data.pause()  # resumed by the frame that works the inbox off
-        self._schedule_frame()
+            self.data.pause()  # resumed once both loops have worked the inbox off
+        if self._game_ready or self._joining:
+            self._schedule_game()
+        if self._auth_ready or self._hold or self._free or not self._game_scheduled:
+            self._schedule_auth()  # its work, or output to send (ACCEPTED, ACKs, closes)
 
     def _relayed(self, session: PlayerSession, packets: bytes) -> int:
         """Decode a relayed session's packets into its inbox; the number decoded."""
@@ -403,6 +413,7 @@ class Host:
         if session.released:
             return
         self.counters[reason] += 1
+        self.closes[reason] += 1
         if session is self._current and self._replies:
             self._flush_replies(session, 0)  # what it was answered before the violation
         self.outbox_add(session.gateway, [session.sid, CLOSE, reason])
@@ -447,47 +458,80 @@ class Host:
             "recv_tps": self.received, "send_tps": self.sent,
             "login_tps": self.counters["login_ok"],
         })  # fmt: skip
-        counters = self.counters
         return {
             "sessions": self.session_count,
             "session_auth": self.session_count - in_game,
             "session_game": in_game,
             "packet_pool": inbox + self.outbox.pending,
             "pending_keys": len(self.pending) if self.pending is not None else 0,
-            "drops": {r: counters[r] for r in self._drop_reasons if counters[r]},
+            "drops": dict(self.closes),
             **rates,
             **self.app.collect(),
         }
 
     def start(self) -> None:
-        self._timer = self._loop.call_later(self.frame_interval, self._tick)
+        """Start both loops' timers (a frame of each at least every frame_interval)."""
+        self._auth_timer = self._loop.call_later(self.frame_interval, self._auth_tick)
+        self._game_timer = self._loop.call_later(self.frame_interval, self._game_tick)
 
     def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._auth_timer, self._game_timer):
+            if timer is not None:
+                timer.cancel()
 
-    def _tick(self) -> None:
-        self.frame()
+    def _auth_tick(self) -> None:
+        self.run_auth_frame()
         now = time.monotonic()
         if self.pending is not None and now >= self._next_expiry:
             self._next_expiry = now + 1.0
             for account in self.pending.expire(now):
                 self.counters["key_expired"] += 1
                 self._maybe_free(account)
-        self._timer = self._loop.call_later(self.frame_interval, self._tick)
+        self._auth_timer = self._loop.call_later(self.frame_interval, self._auth_tick)
 
-    def _schedule_frame(self) -> None:
-        if not self._frame_scheduled:
-            self._frame_scheduled = True
-            self._loop.call_soon(self.frame)
+    def _game_tick(self) -> None:
+        self.run_game_frame()
+        self._game_timer = self._loop.call_later(self.frame_interval, self._game_tick)
 
-    def frame(self) -> None:
-        """One auth frame, one game frame, the app's end of frame, then the output."""
-        self._frame_scheduled = False
+    def _schedule_auth(self) -> None:
+        if not self._auth_scheduled:
+            self._auth_scheduled = True
+            self._loop.call_soon(self.run_auth_frame)
+
+    def _schedule_game(self) -> None:
+        if not self._game_scheduled:
+            self._game_scheduled = True
+            self._loop.call_soon(self.run_game_frame)
+
+    def run_auth_frame(self) -> None:
+        """One frame of the auth loop, then its output (left to the game frame when one is
+        due in this iteration)."""
+        self._auth_scheduled = False
         self.auth_frame()
+        if self._joining:
+            self._schedule_game()
+        if not self._game_scheduled:
+            self.flush()
+        self._frame_done()
+
+    def run_game_frame(self) -> None:
+        """One frame of the game loop, the app's end of frame, then the output."""
+        self._game_scheduled = False
         self.game_frame()
         self.app.end_frame()
         self.flush()
+        self._frame_done()
+
+    def frame(self) -> None:
+        """One auth frame then one game frame, each with its output."""
+        self.run_auth_frame()
+        self.run_game_frame()
+
+    def _frame_done(self) -> None:
+        """Once neither loop has a frame due, everything received was worked off: reading from
+        the gateways resumes if the inbox had filled up."""
+        if self._auth_scheduled or self._game_scheduled:
+            return
         self._queued = 0
         if self.data is not None and self.data.paused:
             self.data.resume()
@@ -596,7 +640,7 @@ class Host:
         session.verdict = admitted
         if not session.released:
             self._auth_ready[session] = None
-            self._schedule_frame()
+            self._schedule_auth()
 
     def _reply_login(self, session: PlayerSession, reason: str) -> None:
         assert session.account_no is not None

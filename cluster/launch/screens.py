@@ -14,13 +14,17 @@ The screen has these sections, in this order:
    of server that is on (has a live worker): Login, Chat, Echo, each with the figures the
    original showed for it (only when one is on);
 4. ``LoginServer``: the original login server's screen, the auth workers and the gateways' login
-   port added up, then one line per auth worker;
+   port added up (SessionAll: the clients connected to the login ports of the whole cluster,
+   logged in or not, as the original's one login server counted its sessions), then one line per
+   auth worker (its logins in flight);
 5. ``GameServer``: the original BattleServer's ("Echo Server") screen, the game workers and the
    gateways' game port added up, then one line per game worker;
 6. ``ChatServer``: the original ChatServer's screen, the chat workers and the gateways' chat
    port added up, then one line per chat worker (only when there is a chat worker or a
    gateway's chat port has had a connection);
-7. ``Drops``: closes by reason, summed over every live sample (only when there are any);
+7. ``Drops``: closes by reason, summed over every live sample (only when there are any); each
+   close is in one process's ``drops`` only (the one that decided it: a worker's, or the gateway's
+   own), so one version-miss login shows as ``version_miss=1``;
 8. one ``GONE`` line per process in ``gone``.
 
 Missing or non-numeric values count as 0; a figure that has no source at all (no auth worker
@@ -309,6 +313,7 @@ def login_section(samples: Sequence[Sample], width: int) -> list[str]:
     lines = [title(f"LoginServer (auth workers: {len(auth)}, gateways: {len(gateways)})", width)]
     lines += grid(
         [
+            cell("SessionAll", fmt(total(gateways, "sessions_login")), "(login)"),
             cell("LoginSuccess TPS", fmt(total(auth, "login_success_tps"))),
             cell("CompleteTime Avr", fmt(avg), "ms"),
             cell("CompleteTime Min/Max", f"{fmt(low)} / {fmt(high)}", "ms"),
@@ -341,7 +346,7 @@ def login_section(samples: Sequence[Sample], width: int) -> list[str]:
         ]
         for s in auth
     ]
-    header_row = ["auth worker", "sessions", "LoginTPS", "Avr ms", "CPU %", "Commit M"]
+    header_row = ["auth worker", "in flight", "LoginTPS", "Avr ms", "CPU %", "Commit M"]
     return lines + table(header_row, rows, [ID_WIDTH, 9, 10, 9, 8, 10])
 
 
@@ -459,8 +464,9 @@ def chat_section(samples: Sequence[Sample], width: int) -> list[str]:
 
 def servers_section(samples: Sequence[Sample], width: int) -> list[str]:
     """The original MonitoringServer's per-server lines, for each kind of server that is on:
-    Login (auth workers), Chat (chat workers), Echo (game workers). Packet Pool is counted as
-    on the LoginServer / ChatServer / GameServer screens. No lines when none is on."""
+    Login (auth workers; SESSION is the login ports' sessions, as SessionAll), Chat (chat
+    workers), Echo (game workers). Packet Pool is counted as on the LoginServer / ChatServer /
+    GameServer screens. No lines when none is on."""
     auth, game, chat = (of_role(samples, role) for role in ("auth", "game", "chat"))
     gateways = of_role(samples, "gateway")
     servers: list[tuple[str, list[str]]] = []
@@ -475,7 +481,7 @@ def servers_section(samples: Sequence[Sample], width: int) -> list[str]:
     gw_pool = total(gateways, "packet_pool")
     if auth:
         servers.append(("Login", [
-            f"SESSION {fmt(total(auth, 'sessions'))}",
+            f"SESSION {fmt(total(gateways, 'sessions_login'))}",
             f"LoginSuccess TPS {fmt(total(auth, 'login_success_tps'))}",
             *common(auth, gw_pool + total(auth, "packet_pool")),
         ]))  # fmt: skip
@@ -506,7 +512,8 @@ def servers_section(samples: Sequence[Sample], width: int) -> list[str]:
 
 
 def drops_section(samples: Sequence[Sample], width: int) -> list[str]:
-    """Closes by reason summed over the samples; no lines at all when there are none."""
+    """Closes by reason summed over the samples (each close is in the ``drops`` of the one
+    process that decided it); no lines at all when there are none."""
     drops = drops_by_reason(samples)
     if not drops:
         return []

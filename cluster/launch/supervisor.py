@@ -11,6 +11,11 @@ supervisor's life with PR_SET_PDEATHSIG, so even a killed supervisor leaves no o
 in their own session, so a terminal's Ctrl-C reaches only the supervisor, which then stops them
 in order.
 
+On a terminal (stdin a tty) the console has the original servers' keys (:mod:`cluster.launch.keys`):
+it starts LOCKED; U unlocks, L locks, Q quits (the same graceful stop as SIGINT) only when
+unlocked, else shows a hint. The terminal's mode is restored on the way out, however it ends.
+Off a terminal no key is read.
+
 A child that dies while the cluster runs is reported on stderr and started again after a backoff
 (1 s, doubling up to 30 s while it keeps dying young); meanwhile the rest keep running (the
 broker evicts a dead worker and gateways close its clients).
@@ -21,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -29,7 +35,10 @@ from dataclasses import dataclass, field
 
 from cluster import runtime
 from cluster.config import Config
+from cluster.launch.keys import ConsoleLock, KeyReader
 from cluster.launch.roles import START_ORDER
+from cluster.logfiles import INSTANCE_ENV
+from cluster.runtime import READY_FILE_ENV
 
 log = logging.getLogger("cluster.up")
 
@@ -89,8 +98,13 @@ async def _spawn(role: str, index: int, config_path: str | None) -> Child:
     argv = [sys.executable, "-m", "cluster", role]
     if config_path:
         argv += ["--config", config_path]
+    # The index names the child's log file under cluster.log_dir (game-1.log, game-2.log); a
+    # ready file is `cluster up`'s own (its children would overwrite it with their lines).
+    env = {k: v for k, v in os.environ.items() if k != READY_FILE_ENV}
+    env[INSTANCE_ENV] = str(index)
     process = await asyncio.create_subprocess_exec(
         *argv,
+        env=env,
         stdout=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL,
         preexec_fn=_die_with_parent,
@@ -184,13 +198,29 @@ async def up(config: Config, config_path: str | None, roles: list[str], init_db:
     if "web" in roles and config.web.enabled:
         fields["web"] = f"{config.web.host}:{config.web.port}"
     ready = runtime.announce_ready(**fields)
-    console = asyncio.create_task(_console(config, ready))
-
-    await _supervise(children, stop, config_path)
-    console.cancel()
-    log.info("stopping %d processes", sum(c.process.returncode is None for c in children))
-    await _stop(children)
+    redraw = asyncio.Event()
+    lock: ConsoleLock | None = None
+    reader: KeyReader | None = None
+    if sys.stdin is not None and sys.stdin.isatty():
+        lock = ConsoleLock(quit=lambda: _quit_key(stop))
+        reader = KeyReader(sys.stdin.fileno(), lock.key, redraw.set)
+    try:
+        if reader is not None:
+            reader.start()
+        console = asyncio.create_task(_console(config, ready, lock, redraw))
+        await _supervise(children, stop, config_path)
+        console.cancel()
+        log.info("stopping %d processes", sum(c.process.returncode is None for c in children))
+        await _stop(children)
+    finally:
+        if reader is not None:
+            reader.close()
     return 0
+
+
+def _quit_key(stop: asyncio.Event) -> None:
+    log.info("console: Q pressed (unlocked): stopping")
+    stop.set()
 
 
 async def _supervise(children: list[Child], stop: asyncio.Event, config_path: str | None) -> None:
@@ -228,10 +258,13 @@ async def _supervise(children: list[Child], stop: asyncio.Event, config_path: st
             log.info("%s restarted (pid %d)", replacement.name, replacement.process.pid)
 
 
-async def _console(config: Config, ready: str) -> None:
-    """On a terminal: the LoginServer and GameServer screens, redrawn every second under the
-    `ready` line (which stays visible: a user needs its addresses). Otherwise: a one-line summary
-    every ``[monitor] summary_interval`` seconds in the log."""
+async def _console(
+    config: Config, ready: str, lock: ConsoleLock | None, redraw: asyncio.Event
+) -> None:
+    """On a terminal: the screens, redrawn every second (and at once after a key, `redraw`)
+    under the `ready` line (which stays visible: a user needs its addresses) and, when keys are
+    read (`lock`), the console's lock state and keys. Otherwise: a one-line summary every
+    ``[monitor] summary_interval`` seconds in the log (and a locked Q's hint, logged)."""
     from cluster.launch.screens import render_screens, summary_line
     from cluster.status import MonitorClient, StatusUnavailable
 
@@ -242,7 +275,14 @@ async def _console(config: Config, ready: str) -> None:
     try:
         await client.connect(timeout=5.0)
         while True:
-            await asyncio.sleep(period)
+            hint = lock.hint if lock is not None else ""
+            try:
+                await asyncio.wait_for(redraw.wait(), period)
+            except TimeoutError:
+                pass
+            redraw.clear()
+            if lock is not None and not on_terminal and lock.hint and lock.hint != hint:
+                log.warning("console: %s", lock.hint)
             try:
                 snapshot = await client.snapshot(timeout=2.0)
             except StatusUnavailable as exc:
@@ -255,7 +295,8 @@ async def _console(config: Config, ready: str) -> None:
             if on_terminal:
                 width = shutil.get_terminal_size((100, 40)).columns
                 screen = render_screens(live, gone, time.time(), width=max(60, width))
-                sys.stdout.write(CLEAR + ready + "\n" + screen + "\n")
+                status = "" if lock is None else lock.status() + "\n"
+                sys.stdout.write(CLEAR + ready + "\n" + status + screen + "\n")
                 sys.stdout.flush()
             else:
                 log.info("%s", summary_line(live, gone))
