@@ -609,7 +609,7 @@ def test_demo_runs_game_and_chat_load_together(make_cluster):
                            game={"verify_key": True},
                            workers={"game": 1, "auth": 1, "chat": 1})  # fmt: skip
     report_path = cluster.dir / "demo.json"
-    result = cluster_cli("demo", "--config", str(cluster.config), "--duration", "3",
+    result = cluster_cli("demo", "--config", str(cluster.config), "--duration", "6",
                          "--clients", "15", "--report", str(report_path))  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "15 game clients and 15 chat clients" in result.stdout

@@ -244,22 +244,27 @@ class Terminal:
         return count
 
 
-def test_console_keys_through_a_terminal(tmp_path) -> None:
+def _up_on_terminal(tmp_path: Any, stdin: int, stdout: int) -> subprocess.Popen[bytes]:
+    """`cluster up` of a broker and a monitor (free ports) writing its screens to `stdout`."""
     broker, metrics = free_ports(2)
     config = write_config(tmp_path / "cluster.toml", {
         "cluster": {"data_dir": str(tmp_path / "data")},
         "broker": {"bind": f"tcp://127.0.0.1:{broker}", "heartbeat_interval": 0.3},
         "monitor": {"metrics_port": metrics},
     })  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "cluster", "up", "--config", str(config),
+         "--only", "broker,monitor", "--skip-db-init"],
+        stdin=stdin, stdout=stdout, stderr=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "120", "LINES": "50"},
+    )  # fmt: skip
+
+
+def test_console_keys_through_a_terminal(tmp_path) -> None:
     leader, follower = pty.openpty()
     cooked = termios.tcgetattr(follower)[3]
     assert cooked & termios.ICANON and cooked & termios.ECHO
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cluster", "up", "--config", str(config),
-         "--only", "broker,monitor", "--skip-db-init"],
-        stdin=follower, stdout=follower, stderr=subprocess.DEVNULL,
-        env={**os.environ, "COLUMNS": "120", "LINES": "50"},
-    )  # fmt: skip
+    proc = _up_on_terminal(tmp_path, stdin=follower, stdout=follower)
     term = Terminal(leader)
     try:
         term.wait_screen(lambda s: "console LOCKED" in s, "the locked console")
@@ -308,18 +313,8 @@ def test_console_keys_through_a_terminal(tmp_path) -> None:
 def test_keys_are_not_read_off_a_terminal(tmp_path) -> None:
     """stdin not a terminal (systemd, a pipe): a Q there stops nothing, the screen shows no
     console line."""
-    broker, metrics = free_ports(2)
-    config = write_config(tmp_path / "cluster.toml", {
-        "cluster": {"data_dir": str(tmp_path / "data")},
-        "broker": {"bind": f"tcp://127.0.0.1:{broker}", "heartbeat_interval": 0.3},
-        "monitor": {"metrics_port": metrics},
-    })  # fmt: skip
     leader, follower = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cluster", "up", "--config", str(config),
-         "--only", "broker,monitor", "--skip-db-init"],
-        stdin=subprocess.PIPE, stdout=follower, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = _up_on_terminal(tmp_path, stdin=subprocess.PIPE, stdout=follower)
     os.close(follower)
     term = Terminal(leader)
     try:
@@ -335,3 +330,7 @@ def test_keys_are_not_read_off_a_terminal(tmp_path) -> None:
         proc.terminate()
         assert proc.wait(30) == 0
         os.close(leader)
+    # stdout a terminal, stdin not: the screens are drawn all the same, each under the ready line
+    ready = next(line for line in term.text.splitlines() if line.startswith("ready"))
+    for screen in term.text.split(CLEAR)[1:]:
+        assert screen.startswith(ready.strip()), screen[:200]
