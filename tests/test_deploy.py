@@ -49,15 +49,15 @@ def test_every_role_has_a_systemd_unit():
 
 def test_compose_runs_every_role():
     roles = {argv[1] for _, argv in _compose_commands()}
-    assert {"broker", "monitor", "gateway", "auth", "game", "chat"} <= roles
+    assert {"broker", "monitor", "gateway", "auth", "game", "chat", "web"} <= roles
 
 
 @pytest.mark.parametrize(("where", "argv"), COMMANDS, ids=[w for w, _ in COMMANDS])
 def test_command_line_parses_with_the_cli(where, argv):
     assert Path(argv[0]).name == "cluster", argv
     args = build_parser().parse_args(argv[1:])  # SystemExit (a failure) when it does not
-    assert args.command in {"broker", "monitor", "gateway", "auth", "game", "chat", "up", "db",
-                            "accounts", "keys", "status"}  # fmt: skip
+    assert args.command in {"broker", "monitor", "gateway", "auth", "game", "chat", "web", "up",
+                            "db", "accounts", "keys", "status"}  # fmt: skip
 
 
 @pytest.mark.parametrize("path", ["topology/cluster.toml", "docker/cluster.toml"])
