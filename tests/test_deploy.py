@@ -73,3 +73,34 @@ def test_topology_config_is_the_one_its_commands_name():
     for _, argv in _readme_commands():
         if "--config" in argv:
             assert argv[argv.index("--config") + 1] == "/etc/iocp-cluster/cluster.toml"
+
+
+COMPOSE_SPEC = Path(__file__).parent / "data" / "compose-spec" / "compose-spec.json"
+
+
+@pytest.mark.parametrize("name", ["compose.yaml", "compose.curve.yaml"])
+def test_compose_files_follow_the_compose_specification(name):
+    """`docker compose` cannot run here (podman-compose does, in tests/test_containers.py): the
+    files are held to the Compose Specification's own schema, so they stay standard for both."""
+    import json
+
+    import jsonschema
+    import yaml
+
+    schema = json.loads(COMPOSE_SPEC.read_text())
+    document = yaml.safe_load((DEPLOY / "docker" / name).read_text())
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(document), key=str)
+    assert [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors] == []
+
+
+def test_the_compose_schema_check_refuses_a_misspelt_key():
+    import json
+
+    import jsonschema
+    import yaml
+
+    schema = json.loads(COMPOSE_SPEC.read_text())
+    document = yaml.safe_load((DEPLOY / "docker" / "compose.yaml").read_text())
+    service = next(iter(document["services"].values()))
+    service["restart_policy"] = "always"  # a key Compose does not have
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(document))
