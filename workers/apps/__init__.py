@@ -63,9 +63,6 @@ class App:
     login_type: int = 0
     tracks_status: ClassVar[bool] = False
     peer_types: ClassVar[frozenset[int]] = frozenset()
-    #: Close reasons this app's handlers raise (a list for readers: the runtime counts every
-    #: close it makes, whatever its reason, in the worker's ``drops``).
-    drop_reasons: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         self.handlers: dict[int, Handler] = {}

@@ -104,7 +104,6 @@ class ChatApp(App):
 
     name = "chat"
     peer_types = frozenset({CAST})
-    drop_reasons = ("sector_out_of_range", "chat_flood")
 
     def __init__(self, config: Config) -> None:
         super().__init__()
