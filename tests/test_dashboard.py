@@ -180,7 +180,7 @@ def test_series_api_has_every_charted_figure_and_since_returns_only_new_points()
     run(scenario())
 
 
-def test_the_history_is_bounded_to_history_seconds_whatever_is_fed():
+def test_the_history_is_bounded_to_history_seconds_whatever_is_fed(caplog):
     clock = [1000.0]
     history = hist.History(10, clock=lambda: clock[0])
     monitor = Monitor(10)
@@ -215,6 +215,8 @@ def test_the_history_is_bounded_to_history_seconds_whatever_is_fed():
         monitor.record(auth_sample(f"auth@h/{n}/x", host="h"))
     assert len(history.processes) + len(history.hosts) == hist.MAX_SOURCES
     assert history.ignored > 0
+    capped = [r for r in caplog.records if "not charted" in r.getMessage()]
+    assert len(capped) == 1 and capped[0].levelname == "WARNING"  # said once, not per sample
 
 
 def test_odd_sample_values_are_left_out_never_raised_on():

@@ -28,11 +28,14 @@ point in the window is dropped.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from array import array
 from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger("cluster.dashboard")
 
 #: Fields charted for every process.
 COMMON_FIELDS = ("cpu_percent", "memory_mb", "packet_pool", "sessions")
@@ -178,6 +181,9 @@ class History:
         ring = table.get(key)
         if ring is None:
             if len(self.processes) + len(self.hosts) >= MAX_SOURCES:
+                if not self.ignored:
+                    log.warning("dashboard: %d processes and hosts charted already (the most "
+                                "it keeps); %r and later ones are not charted", MAX_SOURCES, key)
                 self.ignored += 1
                 return None
             ring = table[key] = Ring(self.seconds, info)
