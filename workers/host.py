@@ -522,11 +522,6 @@ class Host:
         self.flush()
         self._frame_done()
 
-    def frame(self) -> None:
-        """One auth frame then one game frame, each with its output."""
-        self.run_auth_frame()
-        self.run_game_frame()
-
     def _frame_done(self) -> None:
         """Once neither loop has a frame due, everything received was worked off: reading from
         the gateways resumes if the inbox had filled up."""
