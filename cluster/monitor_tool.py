@@ -447,12 +447,17 @@ class ToolSession(asyncio.Protocol):
         self.drop("gone", f"disconnected{f': {exc}' if exc else ''}", refusal=False)
 
 
+#: Counters of the tool port that are not closes the monitor decided.
+NOT_DROPS = frozenset({"tool_login", "tool_gone", "tool_shutdown"})
+
+
 def sample_fields(counters: Mapping[str, int]) -> dict[str, Any]:
     """The tool port's figures in the monitor's own 1-second sample: ``tool_logins`` (a total)
-    and ``drops`` (tool connections closed, by ``tool_<reason>``), so ``/metrics``, ``cluster
-    status`` and the screens show refused tools as they show refused clients."""
+    and ``drops`` (tool connections the monitor closed, by ``tool_<reason>``), so ``/metrics``,
+    ``cluster status`` and the screens show refused tools as they show refused clients. A tool
+    that leaves on its own (``gone``) or the monitor's stop (``shutdown``) is no drop."""
     drops = {name: n for name, n in counters.items() if name.startswith("tool_")
-             and name != "tool_login"}  # fmt: skip
+             and name not in NOT_DROPS}  # fmt: skip
     return {"tool_logins": counters.get("tool_login", 0), "drops": drops}
 
 

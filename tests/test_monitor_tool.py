@@ -331,6 +331,7 @@ def test_hostile_tools_are_closed_and_counted_by_reason(make_cluster):
     wait_until(lambda: monitor_sample()["drops"].get("tool_wrong_key") == 1, timeout=15)
     sample = monitor_sample()
     assert sample["tool_logins"] >= 3 and sample["drops"]["tool_login_timeout"] == 1
+    assert closes(monitor, "gone") >= 1 and "tool_gone" not in sample["drops"]  # it left itself
 
 
 def test_the_tool_port_is_closed_without_a_key_and_a_taken_port_is_one_line(make_cluster):
