@@ -40,7 +40,7 @@ from typing import Any
 import zmq
 
 from cluster import bus, runtime
-from cluster.config import Config
+from cluster.config import Config, settings_mismatch
 from cluster.security import Gatekeeper, SecurityError, secure_server
 from cluster.stats import ProcessSampler, Rates
 
@@ -96,6 +96,8 @@ class Broker:
     def __init__(self, config: Config, context: zmq.Context[Any] | None = None) -> None:
         self.interval = config.broker.heartbeat_interval
         self.liveness = config.broker.heartbeat_liveness
+        #: what every peer's READY must agree with (bus.settings)
+        self.settings = bus.settings(config)
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -248,6 +250,15 @@ class Broker:
             self.counters["malformed"] += 1
             log.warning("READY with bad role %r from %r", args[:1], identity[:32])
             return
+        theirs = info.get("settings")  # absent: a tool or test peer without a config
+        if theirs is not None:
+            if isinstance(theirs, dict):
+                mismatch = settings_mismatch(self.settings, theirs)
+            else:
+                mismatch = "READY's settings are not a map"
+            if mismatch:
+                self._refuse(identity, role, info, mismatch)
+                return
         old = self.peers.get(identity)
         if old is not None and old.role != role:
             self.evict(old, "re-registered with another role")
@@ -266,6 +277,17 @@ class Broker:
             self.announce_roster()
         else:
             self._send(identity, [bus.ROSTER, self._roster()])
+
+    def _refuse(self, identity: bytes, role: str, info: dict[str, Any], reason: str) -> None:
+        """Refuse a READY whose settings differ from ours. The peer stops asking (and exits),
+        so this is logged once per peer process; a peer we knew under that identity is evicted."""
+        self.counters["refused_settings"] += 1
+        old = self.peers.get(identity)
+        if old is not None:
+            self.evict(old, "re-registered with other settings")
+        log.warning("refused %s %s (host %s, pid %s): %s", role, identity[:32],
+                    info.get("host", "?"), info.get("pid", "?"), reason)  # fmt: skip
+        self._send(identity, [bus.REFUSED, reason.encode()])
 
     def _roster(self) -> bytes:
         roster: dict[str, Any] = {role: [] for role in bus.ROSTER_ROLES}

@@ -10,7 +10,8 @@ Peer -> broker (the ROUTER prepends the peer's identity):
 ==========  ==========================================  =========================================
 command     frames after it                             meaning
 ==========  ==========================================  =========================================
-READY       role, info (msgpack map)                    register (role: gateway, game, auth, ...)
+READY       role, info (msgpack map)                    register (role: gateway, game, auth, ...);
+                                                        info["settings"]: see :func:`settings`
 HB          [sessions (u32 LE)]                         heartbeat; workers report their load
 BYE         -                                           leaving cleanly
 DRAIN       -                                           worker: place nothing new on me (I am
@@ -35,6 +36,8 @@ Broker -> peer:
 WELCOME      info (msgpack map)                    READY accepted: {"heartbeat_interval",
                                                    "epoch" (this broker run), "known" (whether
                                                    it had you registered already)}
+REFUSED      reason (UTF-8)                        READY refused: the peer's "settings" differ
+                                                   from the broker's (the reason names the keys)
 HB           -                                     heartbeat
 FROM         source identity, body...              bodies another peer sent with TO or PLACE
 UNROUTABLE   dest identity or service, body...     bodies that could not be delivered, returned
@@ -76,6 +79,7 @@ from typing import Any
 
 import msgpack
 
+from cluster.config import Config, agreed_settings
 from cluster.messages import (
     SPECS,
     ChatReqLogin,
@@ -92,6 +96,7 @@ DRAIN = b"DRAIN"
 TO = b"TO"
 PLACE = b"PLACE"
 WELCOME = b"WELCOME"
+REFUSED = b"REFUSED"
 FROM = b"FROM"
 UNROUTABLE = b"UNROUTABLE"
 GONE = b"GONE"
@@ -111,6 +116,18 @@ REGISTERED = b"REGISTERED"
 
 #: Roles a peer may register with. Workers of SERVICES are placement targets.
 ROLES = ("gateway", "game", "chat", "auth", "monitor", "web", "cli")
+#: This bus protocol's version: raise it with any change old peers cannot follow. READY carries it
+#: in its settings, so a peer of another release is refused at registration, not misread later.
+VERSION = 1
+
+
+def settings(config: Config) -> dict[str, Any]:
+    """What READY's ``info["settings"]`` carries: the bus version and `config`'s values of the
+    keys every process of one cluster must share (:data:`cluster.config.AGREED_KEYS`). The
+    broker compares them with its own (:func:`cluster.config.settings_mismatch`)."""
+    return {"bus.version": VERSION, **agreed_settings(config)}
+
+
 SERVICES = ("game", "chat", "auth")
 #: Services whose sessions are placed by account: an account held by a live worker goes to it.
 BY_ACCOUNT = ("game", "chat")

@@ -418,3 +418,43 @@ def to_toml(config: Config) -> str:
             lines.append(f"{key} = {text}")
         lines.append("")
     return "\n".join(lines)
+
+
+#: The keys every process of one cluster must share, whatever host it runs on: the link mode, the
+#: heartbeat rules, the client protocol's code and keys, the key checks and the apps. Each peer
+#: sends its values in READY; the broker refuses a peer whose values differ from its own (REFUSED,
+#: naming the keys), and that peer exits with code 2 instead of failing its clients one by one.
+AGREED_KEYS = (
+    "cluster.link_mode",
+    "broker.heartbeat_interval",
+    "broker.heartbeat_liveness",
+    "protocol.code",
+    "protocol.key1",
+    "protocol.key2",
+    "game.verify_key",
+    "game.version",
+    "game.app",
+    "chat.enabled",
+    "chat.app",
+    "auth.dummy_accounts_below",
+)
+
+
+def agreed_settings(config: Config) -> dict[str, Any]:
+    """`config`'s values of :data:`AGREED_KEYS`, as READY carries them."""
+    out = {}
+    for key in AGREED_KEYS:
+        section, name = key.split(".")
+        out[key] = getattr(getattr(config, section), name)
+    return out
+
+
+def settings_mismatch(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> str:
+    """The keys on which a peer's settings (`theirs`) differ from the broker's (`ours`), as one
+    line (``""`` when they agree). A key only one side knows (another release) is not compared."""
+    differ = [
+        f"{key} is {theirs[key]!r} in the peer's config but {value!r} in the broker's"
+        for key, value in ours.items()
+        if key in theirs and theirs[key] != value
+    ]
+    return "; ".join(differ)

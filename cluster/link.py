@@ -75,6 +75,10 @@ class BusLink:
         self.curve = curve
         self.context = context or zmq.Context.instance()
         self.registered = asyncio.Event()
+        #: set when the broker refused our READY (our settings differ from its); ``refusal`` says
+        #: why. A refused link stops asking: its owner exits (see cluster.role).
+        self.refused = asyncio.Event()
+        self.refusal = ""
         self.socket: zmq.Socket[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_heard = 0.0
@@ -123,6 +127,8 @@ class BusLink:
         self.registered.clear()
 
     def _send_ready(self) -> None:
+        if self.refused.is_set():
+            return
         self.send([bus.READY, self.role.encode(), bus.pack_info(self.info)])
 
     async def _heartbeat(self) -> None:
@@ -197,6 +203,15 @@ class BusLink:
                 self.registered.set()
                 self.on_message([bus.REGISTERED, b"1" if fresh else b"0"])
             return
+        if command == bus.REFUSED:
+            if not self.refused.is_set():
+                reason = frames[1].decode("utf-8", "replace")[:2000] if len(frames) > 1 else "?"
+                self.refusal = reason or "?"
+                self.registered.clear()
+                self.refused.set()
+            return
+        if self.refused.is_set():
+            return  # refused: we are stopping, and the broker no longer knows us
         if command == bus.RESET:
             log.warning("broker asked us to register again")
             self.registered.clear()
@@ -208,6 +223,8 @@ def bus_link(config: Config, role: str, on_message: Callable[[list[bytes]], None
              **options: Any) -> BusLink:  # fmt: skip
     """A :class:`BusLink` to the broker `config` names, with its heartbeat rules and, when
     ``[security] curve`` is on, the cluster's client keys (SecurityError when they are missing)."""
+    if role != "cli":  # `cluster status` may look at any cluster, whatever its own config says
+        options["info"] = {"settings": bus.settings(config), **options.get("info", {})}
     return BusLink(
         config.broker.endpoint, role, on_message,
         interval=config.broker.heartbeat_interval, liveness=config.broker.heartbeat_liveness,

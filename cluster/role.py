@@ -8,7 +8,10 @@ A role is an object with a few hooks (:class:`Role`); :func:`run_role` runs them
    exits 1, after ``close()``;
 2. the bus link starts and registers with the broker; the reporter starts;
 3. once ``ready()`` completes (by default: registered), the ``ready role=... loop=...`` line is
-   printed with ``ready_fields()``, and ``serve(stop)`` runs until SIGINT / SIGTERM;
+   printed with ``ready_fields()``, and ``serve(stop)`` runs until SIGINT / SIGTERM.
+   If the broker refuses the READY (this process's settings differ from the broker's, see
+   :data:`cluster.config.AGREED_KEYS`), before or after ready, the role logs one line naming the
+   keys, stops as on a signal, and the process exits 2;
 4. ``drain()``: stop taking new work and finish or hand back what is in flight (bounded);
 5. ``close()``: close the link, the DB and anything else ``open()`` made (safe to call after a
    failed ``open()``), and log the final counters.
@@ -83,6 +86,8 @@ async def run_role(role: Role) -> int:
     await role.link.start()
     if role.reporter is not None:
         role.reporter.start()
+    refused = asyncio.ensure_future(role.link.refused.wait())
+    refused.add_done_callback(lambda _: stop.set())  # refused at any time: stop
     ready = asyncio.ensure_future(role.ready())
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -94,11 +99,16 @@ async def run_role(role: Role) -> int:
     if not stop.is_set():
         runtime.announce_ready(role=role.name, **role.ready_fields(), loop=runtime.loop_name())
         await role.serve(stop)
+    refused.cancel()
+    await asyncio.gather(refused, return_exceptions=True)
+    if role.link.refused.is_set():
+        log.error("the broker at %s refused this %s: %s", role.link.endpoint, role.name,
+                  role.link.refusal)  # fmt: skip
     if role.reporter is not None:
         role.reporter.stop(final=role.final_sample)
     await role.drain()
     await role.close()
-    return 0
+    return 2 if role.link.refused.is_set() else 0
 
 
 def serve(role: Role) -> int:

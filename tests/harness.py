@@ -150,6 +150,14 @@ class ClusterUnderTest:
             self.sections.setdefault(name, {}).update(values)
         write_config(self.config, self.sections)
 
+    def variant(self, name: str, **sections: dict[str, Any]) -> Path:
+        """Another config file: this cluster's keys with these set (for a process started on
+        "another host" with a config of its own)."""
+        merged = {key: dict(values) for key, values in self.sections.items()}
+        for section, values in sections.items():
+            merged.setdefault(section, {}).update(values)
+        return write_config(self.dir / f"{name}.toml", merged)
+
     @property
     def endpoint(self) -> str:
         """The broker's bus address (what a test's own bus peer connects to)."""
@@ -157,13 +165,20 @@ class ClusterUnderTest:
         return broker.get("endpoint") or broker["bind"]
 
     def start(
-        self, role: str, *extra: str, wait_ready: bool = True, env: dict[str, str] | None = None
+        self,
+        role: str,
+        *extra: str,
+        wait_ready: bool = True,
+        env: dict[str, str] | None = None,
+        config: Path | None = None,
     ) -> RoleProcess:
+        """Start `role` with the cluster's config file (or `config`, see :meth:`variant`)."""
         self._count += 1
         log_path = self.dir / f"{self._count:02d}-{role}.log"
         process = RoleProcess(
-            [role, "--config", str(self.config), *extra], log_path, env, wait_ready=wait_ready
-        )
+            [role, "--config", str(config or self.config), *extra], log_path, env,
+            wait_ready=wait_ready,
+        )  # fmt: skip
         self.processes.append(process)
         return process
 
