@@ -403,12 +403,32 @@ def describe() -> list[tuple[str, str, str]]:
     return rows
 
 
-def to_toml(config: Config) -> str:
-    """The configuration as a TOML file that :func:`load` reads back to the same values."""
+#: Shown as this by ``to_toml(hide_secrets=True)`` (a tool key is not a valid one).
+HIDDEN = "(hidden)"
+
+
+def to_toml(config: Config, hide_secrets: bool = False) -> str:
+    """The configuration as a TOML file that :func:`load` reads back to the same values.
+
+    With `hide_secrets`, ``db.url``'s password is shown as ``***`` and ``monitor.tool_key`` as
+    :data:`HIDDEN` (what ``cluster config`` prints unless asked with ``--show-secrets``), and a
+    first comment line says so: that output is for reading, not for loading back."""
+    from cluster.db.url import redact
+
+    hidden = {}
+    if hide_secrets:
+        if redact(config.db.url) != config.db.url:
+            hidden[("db", "url")] = redact(config.db.url)
+        if config.monitor.tool_key:
+            hidden[("monitor", "tool_key")] = HIDDEN
     lines = []
+    if hidden:
+        names = ", ".join(f"{section}.{key}" for section, key in hidden)
+        lines.append(f"# secrets hidden ({names}); cluster config --show-secrets prints them")
     for section in SECTIONS:
         lines.append(f"[{section}]")
         for key, value in vars(getattr(config, section)).items():
+            value = hidden.get((section, key), value)
             if isinstance(value, bool):
                 text = "true" if value else "false"
             elif isinstance(value, str):

@@ -261,3 +261,23 @@ def test_up_with_the_metrics_port_taken_fails_in_one_clear_line_and_no_traceback
             assert "monitor exited with code 1 before it was ready" in result.stderr
             assert "Traceback" not in result.stderr, result.stderr
             assert "never retrieved" not in result.stderr, result.stderr
+
+
+def test_config_hides_secrets_unless_asked_and_the_full_output_loads_back(tmp_path):
+    url = "mysql://game:s3cr%40t@db.example:3306"
+    key = "k" * 32
+    path = write_config(tmp_path / "c.toml", {"db": {"url": url}, "monitor": {"tool_key": key}})
+    shown = _cluster("config", "--config", str(path))
+    assert shown.returncode == 0, shown.stderr
+    assert "s3cr" not in shown.stdout and key not in shown.stdout
+    assert 'url = "mysql://game:***@db.example:3306"' in shown.stdout
+    assert shown.stdout.startswith("# secrets hidden (db.url, monitor.tool_key)")
+    full = _cluster("config", "--config", str(path), "--show-secrets")
+    assert full.returncode == 0 and url in full.stdout and key in full.stdout
+    assert not full.stdout.startswith("#")
+    again = tmp_path / "again.toml"
+    again.write_text(full.stdout)
+    assert _cluster("config", "--config", str(again), "--show-secrets").stdout == full.stdout
+    # nothing to hide: no comment line
+    plain = _cluster("config", "--config", str(write_config(tmp_path / "p.toml", {})))
+    assert not plain.stdout.startswith("#")

@@ -210,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(file + environment overrides + defaults).",
     )
     _add_config(show)
+    show.add_argument("--show-secrets", action="store_true",
+                      help="print db.url's password and monitor.tool_key too (hidden by default)")
     return parser
 
 
@@ -251,7 +253,7 @@ def _main(argv: list[str] | None) -> int:
     from cluster import runtime
 
     if args.command == "config":
-        print(config_module.to_toml(config), end="")
+        print(config_module.to_toml(config, hide_secrets=not args.show_secrets), end="")
         return 0
     quiet = args.command == "status"  # its output is the answer; its bus link stays silent
     from cluster.logfiles import LogDirError
