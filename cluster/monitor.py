@@ -234,7 +234,8 @@ class MonitorRole(Role):
 
     def ready_fields(self) -> dict[str, object]:
         mon = self.config.monitor
-        base = f"http://{mon.metrics_host}:{mon.metrics_port}"
+        host = mon.metrics_host
+        base = f"http://{f'[{host}]' if ':' in host else host}:{mon.metrics_port}"
         return {"metrics": f"{base}/metrics", "dashboard": f"{base}/"}
 
     async def close(self) -> None:

@@ -174,6 +174,17 @@ def test_metrics_endpoint_parses_as_prometheus_text(make_cluster):
     assert len(auth_fps) == 2 and all(v > 0 for v in auth_fps)
 
 
+def test_an_ipv6_metrics_host_is_bracketed_in_the_ready_line_and_serves(make_cluster):
+    cluster = _monitored(make_cluster, monitor={"metrics_host": "::1"})
+    cluster.start("broker")
+    monitor = cluster.start("monitor")
+    port = cluster.metrics_port
+    assert f" metrics=http://[::1]:{port}/metrics " in monitor.ready_line + " "
+    assert f" dashboard=http://[::1]:{port}/ " in monitor.ready_line + " "
+    with urllib.request.urlopen(f"http://[::1]:{port}/metrics", timeout=10) as response:
+        assert response.status == 200
+
+
 def test_a_silent_process_is_shown_as_gone(make_cluster):
     cluster = _monitored(make_cluster)
     roles = _start_all(cluster)
