@@ -71,10 +71,13 @@ def setup_logging(
 
 
 def stop_event() -> asyncio.Event:
-    """An event set by SIGINT or SIGTERM (call inside the running loop)."""
+    """An event set by SIGINT, SIGTERM or SIGHUP (call inside the running loop): a graceful
+    stop. SIGHUP is the terminal going away (an SSH session dropped under `cluster up`): without
+    it the process would die at once, its children undrained and its console's mode not
+    restored."""
     event = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, event.set)
     return event
 

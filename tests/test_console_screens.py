@@ -15,6 +15,7 @@ import asyncio
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import termios
@@ -308,6 +309,32 @@ def test_console_keys_through_a_terminal(tmp_path) -> None:
     for screen in screens:  # every redraw, the last one included, starts with the ready line
         assert screen.startswith(ready.strip()), screen[:200]
     assert "console UNLOCKED" in screens[-1].splitlines()[1]
+
+
+def test_a_hangup_stops_the_cluster_gracefully_and_restores_the_terminal(tmp_path) -> None:
+    """SIGHUP (the terminal went away) is a graceful stop, as SIGTERM: children drained, exit 0,
+    the console's mode restored (it would otherwise die at once and leave its children)."""
+    leader, follower = pty.openpty()
+    proc = _up_on_terminal(tmp_path, stdin=follower, stdout=follower)
+    term = Terminal(leader)
+    try:
+        term.wait_screen(lambda s: "console LOCKED" in s, "the locked console")
+        children = psutil.Process(proc.pid).children()
+        assert len(children) == 2
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 40
+        while proc.poll() is None and time.monotonic() < deadline:
+            term.read()
+        assert proc.wait(5) == 0
+        assert psutil.wait_procs(children, timeout=10)[1] == []  # stopped, not left behind
+        restored = termios.tcgetattr(follower)[3]
+        assert restored & termios.ICANON and restored & termios.ECHO
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        os.close(follower)
+        os.close(leader)
 
 
 def test_keys_are_not_read_off_a_terminal(tmp_path) -> None:
