@@ -50,21 +50,18 @@ DownClient on the chat port.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, cast
+from typing import Any
 
-from cluster.codec import RemoteProtocolError
 from cluster.messages import (
     CHAT_MESSAGE_MAX,
     CHAT_SERVER_MESSAGES,
     SECTOR_MAX,
-    SERVER_MESSAGES,
     ChatReqHeartbeat,
     ChatReqLogin,
     ChatReqMessage,
@@ -77,7 +74,16 @@ from cluster.messages import (
     LoginStatus,
 )
 from dummy.accounts import Account
-from dummy.engine import PATHS, Counters, LoadEngine, RunShape, check_threads, check_web_options
+from dummy.engine import (
+    PATHS,
+    Counters,
+    LegClient,
+    LegConnection,
+    LoadEngine,
+    RunShape,
+    check_threads,
+    check_web_options,
+)
 from dummy.histogram import Histogram
 
 log = logging.getLogger("dummy")
@@ -263,51 +269,30 @@ def parse_token(payload: bytes) -> tuple[str, int, int] | None:
         return None
 
 
-class ChatConnection(asyncio.Protocol):
-    """One TCP connection of a client (login port or chat port)."""
-
-    def __init__(self, client: ChatDummyClient, accept: frozenset[int]) -> None:
-        self.client = client
-        self.decoder = client.engine.codec.decoder(accept)
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            messages = self.decoder.feed(data)
-        except RemoteProtocolError as exc:
-            self.client.error("packet_error", f"undecodable reply: {exc}", close=self)
-            return
-        for message in messages:
-            if self.client.connection is not self:
-                return
-            self.client.on_message(message)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.client.on_closed(self)
-
-
-class ChatDummyClient:
+class ChatDummyClient(LegClient["ChatEngine"]):
     """One account's chat client."""
 
-    __slots__ = ("account", "chat_address", "connection", "deadline", "engine", "expect",
-                 "first_seq", "interval_seen", "last_sent", "last_seq", "late", "leaving",
-                 "login_address", "moves", "nickname", "phase", "retry_at", "said", "sector",
-                 "session_key", "stable_since", "user_id")  # fmt: skip
+    IDLE = Phase.IDLE
+    LOGIN_CONNECTING = Phase.LOGIN_CONNECTING
+    APP_CONNECTING = Phase.CHAT_CONNECTING
+    WEB_WAIT = Phase.WEB_WAIT
+    APP_MESSAGES = CHAT_SERVER_MESSAGES
+
+    __slots__ = ("account", "deadline", "expect", "first_seq", "interval_seen", "last_sent",
+                 "last_seq", "late", "moves", "nickname", "said", "sector", "stable_since",
+                 "user_id")  # fmt: skip
 
     def __init__(self, engine: ChatEngine, account: ChatAccount) -> None:
         self.engine = engine
         self.account = account
         self.phase = Phase.IDLE
-        self.connection: ChatConnection | None = None
-        self.leaving = False  # we are closing the current connection ourselves
+        self.connection = None
+        self.leaving = False
         self.deadline = 0.0  # when the awaited login answer is overdue
-        self.chat_address = (engine.options.chat_host, engine.options.chat_port)
+        self.app_address = (engine.options.chat_host, engine.options.chat_port)
         self.login_address = (engine.options.login_host, engine.options.login_port)
-        self.session_key = account.session_key  # the listed one; the web path's once it has one
-        self.retry_at = 0.0  # a failed web login: no new attempt before then (monotonic)
+        self.session_key = account.session_key
+        self.retry_at = 0.0
         self.user_id = account.user_id  # as logged in to the chat port
         self.nickname = account.nickname
         self._reset()
@@ -335,62 +320,15 @@ class ChatDummyClient:
 
     # -- actions ----------------------------------------------------------------------------------
 
-    def web_login(self) -> None:
-        self.phase = Phase.WEB_WAIT
-        self.engine.spawn(self._web_login())
-
-    async def _web_login(self) -> None:
-        engine = self.engine
+    def _web_account(self) -> tuple[int, str, str]:
         account = self.account
-        result = await engine.web().login(account.account_no, account.user_id, account.password)
-        if result.kind == "stopped":
-            self.phase = Phase.IDLE
-            return
-        if result.kind != "ok":
-            engine.totals.errors[f"web_{result.kind}"] += 1
-            self.retry_at = time.monotonic() + result.retry_after
-            self.phase = Phase.IDLE
-            return
-        engine.totals.web_ok += 1
-        if engine.stopping:
-            self.phase = Phase.IDLE
-            return
-        assert result.login is not None
-        self.session_key, self.login_address = result.session_key, result.login
-        self.connect(to_chat=False)
+        return account.account_no, account.user_id, account.password
 
-    def connect(self, to_chat: bool) -> None:
-        self.phase = Phase.CHAT_CONNECTING if to_chat else Phase.LOGIN_CONNECTING
-        host, port = self.chat_address if to_chat else self.login_address
-        self.engine.spawn(self._connect(host, port, to_chat))
+    def _connect_failed(self, app: bool) -> None:
+        if app:
+            self.engine.totals.chat_connect_fail += 1
 
-    async def _connect(self, host: str, port: int, to_chat: bool) -> None:
-        engine = self.engine
-        accept = CHAT_SERVER_MESSAGES if to_chat else SERVER_MESSAGES
-        try:
-            _, connection = await engine.loop.create_connection(
-                lambda: ChatConnection(self, accept), host, port
-            )
-        except OSError as exc:
-            engine.totals.connect_fail += 1
-            if to_chat:
-                engine.totals.chat_connect_fail += 1
-            engine.connect_failed(host, port, exc)
-            self.phase = Phase.IDLE
-            return
-        engine.totals.connect_total += 1
-        if engine.failing:
-            engine.connect_succeeded(host, port)
-        self.connection = connection
-        self.leaving = False
-        if engine.stopping:
-            self.close()
-        elif engine.options.delay_login:
-            engine.loop.call_later(engine.options.delay_login / 1000, self._send_login, connection)
-        else:
-            self._send_login(connection)
-
-    def _send_login(self, connection: ChatConnection) -> None:
+    def _send_login(self, connection: LegConnection) -> None:
         if self.connection is not connection or connection.transport is None or self.leaving:
             return
         account = self.account
@@ -439,14 +377,10 @@ class ChatDummyClient:
         engine.totals.messages_sent += 1
         self._write(ChatReqMessage(self.account_no, said.payload))
 
-    def close(self) -> None:
-        """Close the current connection on purpose (not a Down Client)."""
-        self.leaving = True
-        connection = self.connection
-        if connection is not None and connection.transport is not None:
-            connection.transport.close()
+    def packet_error(self, connection: LegConnection | None, why: str) -> None:
+        self.error("packet_error", why, close=connection)
 
-    def error(self, kind: str, why: str, close: ChatConnection | None = None) -> None:
+    def error(self, kind: str, why: str, close: LegConnection | None = None) -> None:
         """Count an error of `kind`; remember the first check error; close the connection
         `close` when it is the current one (the state is not to be trusted any more)."""
         engine = self.engine
@@ -486,9 +420,9 @@ class ChatDummyClient:
             engine.totals.errors[f"login_{_status_name(message.status)}"] += 1
             self.phase = Phase.IDLE
             return
-        self.chat_address = (message.chat_server_ip, message.chat_server_port)
+        self.app_address = (message.chat_server_ip, message.chat_server_port)
         self.user_id, self.nickname = message.user_id, message.nickname
-        self.connect(to_chat=True)
+        self.connect(app=True)
 
     def _on_chat_login(self, message: ChatResLogin) -> None:
         engine = self.engine
@@ -611,7 +545,7 @@ class ChatDummyClient:
         engine.second_latency.record(int((now - said.sent_at) * 1e6))
         self.late = False
 
-    def on_closed(self, connection: ChatConnection) -> None:
+    def on_closed(self, connection: LegConnection) -> None:
         if connection is not self.connection:
             return
         self.connection = None
@@ -653,7 +587,7 @@ class ChatDummyClient:
                 if options.path == "web":
                     self.web_login()
                 else:
-                    self.connect(to_chat=options.path == "direct")
+                    self.connect(app=options.path == "direct")
         elif phase in (Phase.LOGIN_WAIT, Phase.CHAT_LOGIN_WAIT) and now > self.deadline:
             engine.totals.errors["login_timeout"] += 1
             self.close()

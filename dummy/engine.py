@@ -66,6 +66,8 @@ from dummy.web import WebLogin, login_url
 log = logging.getLogger("dummy")
 
 T = TypeVar("T")
+#: the engine a LegClient belongs to
+EngineT = TypeVar("EngineT", bound="LoadEngine[Any, Any]")
 
 #: web: web login, then login port, then game (chat) port; login: login port with the listed key,
 #: then game (chat) port; direct: the game (chat) port with the listed key.
@@ -209,12 +211,14 @@ class Phase(IntEnum):
     WEB_WAIT = 6  # a web login under way (or waiting its turn)
 
 
-class DummyConnection(asyncio.Protocol):
-    """One TCP connection of a client; hands everything to the client."""
+class LegConnection(asyncio.Protocol):
+    """One TCP connection of a load client (to the login port, or to the game or chat port):
+    decodes the replies `accept` names and hands each to its client while it is the client's
+    current connection."""
 
-    def __init__(self, client: DummyClient) -> None:
+    def __init__(self, client: LegClient[Any], accept: frozenset[int]) -> None:
         self.client = client
-        self.decoder = client.engine.codec.decoder(SERVER_MESSAGES)
+        self.decoder = client.engine.codec.decoder(accept)
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -236,82 +240,100 @@ class DummyConnection(asyncio.Protocol):
         self.client.on_closed(self)
 
 
-class DummyClient:
-    """One account's client."""
+class LegClient(Generic[EngineT]):
+    """The connect and login plumbing both load clients share (:class:`DummyClient` here and
+    :class:`dummy.chat_engine.ChatDummyClient`). A client reaches its app's port (game or chat)
+    in up to three legs: the web login (path ``web``: a fresh key and the login address), the
+    login port (paths ``web`` and ``login``: its RES_LOGIN names the app's address), then the
+    app's port (every path). A subclass names its phases (both engines' Phase enums share these
+    numbers) and the replies of its app's port, sends each leg's login request
+    (:meth:`_send_login`) and decides what replies and closes mean."""
 
-    __slots__ = (
-        "account_no",
-        "connection",
-        "deadline",
-        "engine",
-        "game_address",
-        "inflight",
-        "leaving",
-        "login_address",
-        "next_tick",
-        "password",
-        "phase",
-        "retry_at",
-        "session_key",
-        "user_id",
-    )
+    __slots__ = ("app_address", "connection", "engine", "leaving", "login_address", "phase",
+                 "retry_at", "session_key")  # fmt: skip
 
-    def __init__(self, engine: Engine, account: Account) -> None:
-        self.engine = engine
-        self.account_no = account.account_no
-        self.session_key = account.session_key  # the listed one; the web path's once it has one
-        self.user_id = account.user_id
-        self.password = account.password
-        self.retry_at = 0.0  # a failed web login: no new attempt before then (monotonic)
-        self.phase = Phase.IDLE
-        self.connection: DummyConnection | None = None
-        self.leaving = False  # we are closing the current connection ourselves
-        self.deadline = 0.0  # when the awaited login answer is overdue
-        self.inflight: deque[list[Any]] = deque()  # [tick, sent_ns, late_counted]
-        self.next_tick = 0
-        self.game_address: tuple[str, int] = (engine.options.game_host, engine.options.game_port)
-        self.login_address = (engine.options.login_host, engine.options.login_port)
+    #: the phases of the subclass's Phase enum that this plumbing sets
+    IDLE: IntEnum
+    LOGIN_CONNECTING: IntEnum
+    APP_CONNECTING: IntEnum
+    WEB_WAIT: IntEnum
+    #: the reply types of the app's port (the login port's are SERVER_MESSAGES)
+    APP_MESSAGES: frozenset[int]
 
-    # -- actions ----------------------------------------------------------------------------------
+    engine: EngineT
+    phase: IntEnum
+    connection: LegConnection | None
+    leaving: bool  # we are closing the current connection ourselves
+    retry_at: float  # a failed web login: no new attempt before then (monotonic)
+    session_key: bytes  # the listed one; the web login's once it gave one
+    login_address: tuple[str, int]
+    app_address: tuple[str, int]  # the game or chat port (RES_LOGIN's, once one named it)
+
+    # -- what a subclass does --------------------------------------------------------------------
+
+    def _web_account(self) -> tuple[int, str, str]:
+        """AccountNo, UserID and password for the web login."""
+        raise NotImplementedError
+
+    def _send_login(self, connection: LegConnection) -> None:
+        """Send the login request of the leg `connection` is (the phase says which)."""
+        raise NotImplementedError
+
+    def on_message(self, message: Any) -> None:
+        raise NotImplementedError
+
+    def packet_error(self, connection: LegConnection | None, why: str) -> None:
+        raise NotImplementedError
+
+    def on_closed(self, connection: LegConnection) -> None:
+        raise NotImplementedError
+
+    def _connect_failed(self, app: bool) -> None:
+        """A connect failed (counted as Connect Fail already): what else the subclass counts."""
+
+    # -- the legs --------------------------------------------------------------------------------
 
     def web_login(self) -> None:
-        self.phase = Phase.WEB_WAIT
+        self.phase = self.WEB_WAIT
         self.engine.spawn(self._web_login())
 
     async def _web_login(self) -> None:
         engine = self.engine
-        result = await engine.web().login(self.account_no, self.user_id, self.password)
+        result = await engine.web().login(*self._web_account())
         if result.kind == "stopped":
-            self.phase = Phase.IDLE
+            self.phase = self.IDLE
             return
         if result.kind != "ok":
             engine.totals.errors[f"web_{result.kind}"] += 1
             self.retry_at = time.monotonic() + result.retry_after
-            self.phase = Phase.IDLE
+            self.phase = self.IDLE
             return
         engine.totals.web_ok += 1
         if engine.stopping:
-            self.phase = Phase.IDLE
+            self.phase = self.IDLE
             return
         assert result.login is not None
         self.session_key, self.login_address = result.session_key, result.login
-        self.connect(to_game=False)
+        self.connect(app=False)
 
-    def connect(self, to_game: bool) -> None:
-        self.phase = Phase.GAME_CONNECTING if to_game else Phase.LOGIN_CONNECTING
-        host, port = self.game_address if to_game else self.login_address
-        self.engine.spawn(self._connect(host, port))
+    def connect(self, app: bool) -> None:
+        """Connect to the app's port (`app`) or to the login port, then log in there."""
+        self.phase = self.APP_CONNECTING if app else self.LOGIN_CONNECTING
+        host, port = self.app_address if app else self.login_address
+        self.engine.spawn(self._connect(host, port, app))
 
-    async def _connect(self, host: str, port: int) -> None:
+    async def _connect(self, host: str, port: int, app: bool) -> None:
         engine = self.engine
+        accept = self.APP_MESSAGES if app else SERVER_MESSAGES
         try:
             _, connection = await engine.loop.create_connection(
-                lambda: DummyConnection(self), host, port
+                lambda: LegConnection(self, accept), host, port
             )
         except OSError as exc:
             engine.totals.connect_fail += 1
+            self._connect_failed(app)
             engine.connect_failed(host, port, exc)
-            self.phase = Phase.IDLE
+            self.phase = self.IDLE
             return
         engine.totals.connect_total += 1
         if engine.failing:
@@ -325,7 +347,47 @@ class DummyClient:
         else:
             self._send_login(connection)
 
-    def _send_login(self, connection: DummyConnection) -> None:
+    def close(self) -> None:
+        """Close the current connection on purpose (not a Down Client)."""
+        self.leaving = True
+        connection = self.connection
+        if connection is not None and connection.transport is not None:
+            connection.transport.close()
+
+
+class DummyClient(LegClient["Engine"]):
+    """One account's game client."""
+
+    IDLE = Phase.IDLE
+    LOGIN_CONNECTING = Phase.LOGIN_CONNECTING
+    APP_CONNECTING = Phase.GAME_CONNECTING
+    WEB_WAIT = Phase.WEB_WAIT
+    APP_MESSAGES = SERVER_MESSAGES
+
+    __slots__ = ("account_no", "deadline", "inflight", "next_tick", "password", "user_id")
+
+    def __init__(self, engine: Engine, account: Account) -> None:
+        self.engine = engine
+        self.account_no = account.account_no
+        self.session_key = account.session_key
+        self.user_id = account.user_id
+        self.password = account.password
+        self.retry_at = 0.0
+        self.phase = Phase.IDLE
+        self.connection = None
+        self.leaving = False
+        self.deadline = 0.0  # when the awaited login answer is overdue
+        self.inflight: deque[list[Any]] = deque()  # [tick, sent_ns, late_counted]
+        self.next_tick = 0
+        self.app_address = (engine.options.game_host, engine.options.game_port)
+        self.login_address = (engine.options.login_host, engine.options.login_port)
+
+    def _web_account(self) -> tuple[int, str, str]:
+        return self.account_no, self.user_id, self.password
+
+    # -- actions ----------------------------------------------------------------------------------
+
+    def _send_login(self, connection: LegConnection) -> None:
         if self.connection is not connection or connection.transport is None or self.leaving:
             return
         engine = self.engine
@@ -357,13 +419,6 @@ class DummyClient:
         engine.totals.echo_sent += count
         engine.totals.packets_sent += count
 
-    def close(self) -> None:
-        """Close the current connection on purpose (not a Down Client)."""
-        self.leaving = True
-        connection = self.connection
-        if connection is not None and connection.transport is not None:
-            connection.transport.close()
-
     # -- events ----------------------------------------------------------------------------------
 
     def on_message(self, message: Any) -> None:
@@ -381,8 +436,8 @@ class DummyClient:
                 engine.totals.errors[f"login_{LoginStatus(message.status).name.lower()}"] += 1
                 self.phase = Phase.IDLE
                 return
-            self.game_address = (message.game_server_ip, message.game_server_port)
-            self.connect(to_game=True)
+            self.app_address = (message.game_server_ip, message.game_server_port)
+            self.connect(app=True)
         elif kind is GameResLogin and self.phase == Phase.GAME_LOGIN_WAIT:
             if message.account_no != self.account_no:
                 self.packet_error(self.connection, "GAME RES_LOGIN for another AccountNo")
@@ -415,7 +470,7 @@ class DummyClient:
         if not self.inflight and not engine.paused and engine.roll(engine.options.rand_contents):
             self.send_echoes()
 
-    def packet_error(self, connection: DummyConnection | None, why: str) -> None:
+    def packet_error(self, connection: LegConnection | None, why: str) -> None:
         engine = self.engine
         engine.totals.errors["packet_error"] += 1
         if engine.first_error is None:
@@ -423,7 +478,7 @@ class DummyClient:
         if connection is self.connection:
             self.close()
 
-    def on_closed(self, connection: DummyConnection) -> None:
+    def on_closed(self, connection: LegConnection) -> None:
         if connection is not self.connection:
             return
         self.connection = None
@@ -453,7 +508,7 @@ class DummyClient:
                 if engine.options.path == "web":
                     self.web_login()
                 else:
-                    self.connect(to_game=engine.options.path == "direct")
+                    self.connect(app=engine.options.path == "direct")
         elif phase in (Phase.LOGIN_WAIT, Phase.GAME_LOGIN_WAIT) and now > self.deadline:
             engine.totals.errors["login_timeout"] += 1
             self.close()
