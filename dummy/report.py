@@ -403,9 +403,18 @@ def accept_lines(report: dict[str, Any]) -> str:
     elif report["connect_matches_accept"]:
         lines.append(f"connect_total == accept_total == {accept}: OK")
     else:
+        difference = accept - report["connect_total"]
+        why = (
+            "the gateways accepted connections this run did not make: other clients (another "
+            "dummy, TCP health probes) connected meanwhile; several dummies are checked as one "
+            "by a distributed run (cluster dummy controller + agents)"
+            if difference > 0 else
+            "connects of this run never reached a gateway process (or it was killed before it "
+            "sampled them)"
+        )  # fmt: skip
         lines.append(
             f"MISMATCH: connect_total {report['connect_total']} != accept_total {accept} "
-            f"(difference {accept - report['connect_total']:+d})"
+            f"(difference {difference:+d}): {why}"
         )
     return "\n".join(lines)
 

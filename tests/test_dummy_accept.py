@@ -174,6 +174,27 @@ def test_a_monitor_gone_at_the_end_is_said_plainly_not_a_mismatch(roles_cluster)
     assert "MISMATCH" not in out
 
 
+def test_two_dummies_at_once_say_why_their_counts_cannot_match(roles_cluster):
+    """Each dummy sees the other's accepts on the gateway: both report the mismatch (exit 1) and
+    say it is other clients' connections, pointing at a distributed run."""
+    cluster, accounts, _ = roles_cluster
+    dummies = []
+    for name, first, last in (("a", 1, 30), ("b", 31, 60)):
+        dummies.append(RoleProcess(
+            ["dummy", "run", "--config", str(cluster.config), "--accounts", str(accounts),
+             "--first", str(first), "--last", str(last), "--clients", "30",
+             "--rand-disconnect", "10", "--duration", "8",
+             "--report", str(cluster.dir / f"report-{name}.json")],
+            cluster.dir / f"dummy-{name}.log", wait_ready=False,
+        ))  # fmt: skip
+    for dummy in dummies:
+        assert dummy.proc.wait(90) == 1, dummy.log()
+        out = stdout_of(dummy)
+        line = next(line for line in out.splitlines() if line.startswith("MISMATCH"))
+        assert "(difference +" in line and "other clients" in line, out
+        assert "distributed run" in line
+
+
 # -- the per-process accounting, on synthetic samples --------------------------------------------
 
 
