@@ -191,7 +191,10 @@ def test_container_smoke(tmp_path):
             pytest.fail(why)
         pytest.skip(why)
     logs = tmp_path / "logs"
-    env = {**os.environ, "SMOKE_LOG_DIR": str(logs), "SMOKE_KEEP_BASE": "1"}
+    # The tools of the environment running the tests (its venv's cluster and podman-compose)
+    # come first, wherever the checkout is.
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "SMOKE_LOG_DIR": str(logs), "SMOKE_KEEP_BASE": "1"}
     # Its own process group: on a timeout SIGTERM reaches the script and whatever it runs, and
     # the script's trap still removes what it made.
     proc = subprocess.Popen(["bash", str(SMOKE)], env=env, stdout=subprocess.PIPE,
