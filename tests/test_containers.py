@@ -58,8 +58,8 @@ def _entrypoint(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedP
 def test_entrypoint_makes_the_db_url_from_the_secret(tmp_path, password):
     secret = tmp_path / "db_password"
     secret.write_text(password + "\n", encoding="utf-8")  # the newline `echo >` leaves is dropped
-    result = _entrypoint(tmp_path, "config", DB_PASSWORD_FILE=str(secret), DB_USER="cluster",
-                         DB_ADDRESS="mariadb:3306")  # fmt: skip
+    result = _entrypoint(tmp_path, "config", "--show-secrets", DB_PASSWORD_FILE=str(secret),
+                         DB_USER="cluster", DB_ADDRESS="mariadb:3306")  # fmt: skip
     assert result.returncode == 0, result.stderr
     url = tomllib.loads(result.stdout)["db"]["url"]
     target = parse(url)
@@ -71,8 +71,8 @@ def test_entrypoint_makes_the_db_url_from_the_secret(tmp_path, password):
 def test_entrypoint_keeps_a_db_url_given_outright(tmp_path):
     secret = tmp_path / "db_password"
     secret.write_text("from-the-file\n")
-    result = _entrypoint(tmp_path, "config", DB_PASSWORD_FILE=str(secret), DB_USER="cluster",
-                         DB_ADDRESS="mariadb:3306",
+    result = _entrypoint(tmp_path, "config", "--show-secrets", DB_PASSWORD_FILE=str(secret),
+                         DB_USER="cluster", DB_ADDRESS="mariadb:3306",
                          CLUSTER_DB_URL="mysql://other:given@db.example:3307")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert tomllib.loads(result.stdout)["db"]["url"] == "mysql://other:given@db.example:3307"
