@@ -123,7 +123,8 @@ class GatewayRole(Role):
             codec, self.link, session_limit(gw.max_sessions), (gw.public_host, gw.game_port),
             self.whitelist.admit if self.whitelist is not None else None,
             max_outbound=gw.max_outbound, login_rate=gw.login_rate, data=self.data,
-            max_inflight=gw.max_inflight, max_per_address=gw.max_per_address,
+            max_inflight=gw.max_inflight, fair_inflight=gw.fair_inflight,
+            max_per_address=gw.max_per_address,
             stall_timeout=gw.stall_timeout, counters=self.counters,
             chat_address=(gw.public_host, gw.chat_port) if chat else None,
         )  # fmt: skip

@@ -22,15 +22,15 @@ codec and hands the messages to :class:`Sessions`, the one session table of this
 
 Flow control: a client's socket is read only while nothing holds it back. What can
 (:class:`Hold`): its own requests unanswered reaching ``max_inflight`` (reading resumes when
-replies bring it to half), its share of one loop iteration (``TURN_BUDGET`` messages) used up
-(resumes next iteration, so a flooding client never starves the others), its replies piling up
-unread (the transport's
-``pause_writing``; dropped as ``slow_reader`` when it reads none of them for
-``stall_timeout``), or the link to its worker being full (every client of that worker waits;
-nothing is failed). Bytes read past a limit stay undecoded in the connection's decoder (one read
-at most). So per client the gateway holds at most one read (256 KiB with uvloop) plus one
-partial packet, ``max_inflight`` requests on the bus, and ``max_outbound`` bytes of replies (the
-kernel keeps at most ``CLIENT_SNDBUF`` more).
+replies bring it to half; while the gateway is congested, ``fair_inflight`` instead: see
+:meth:`Sessions.inflight_cap`, counted as the hold ``fair``), its share of one loop iteration
+(``TURN_BUDGET`` messages) used up (resumes next iteration, so a flooding client never starves
+the others), its replies piling up unread (the transport's ``pause_writing``; dropped as
+``slow_reader`` when it reads none of them for ``stall_timeout``), or the link to its worker
+being full (every client of that worker waits; nothing is failed). Bytes read past a limit stay
+undecoded in the connection's decoder (one read at most). So per client the gateway holds at most
+one read (256 KiB with uvloop) plus one partial packet, ``max_inflight`` requests on the bus, and
+``max_outbound`` bytes of replies (the kernel keeps at most ``CLIENT_SNDBUF`` more).
 
 Bound sessions' items go straight to their worker over the data port (:mod:`cluster.datalink`);
 only opening requests go through the broker, which places them. Once a game or chat login is
@@ -93,6 +93,10 @@ ANSWERED = bus.COUNTED
 #: Messages decoded for one client per turn (loop iteration): a pipelining client waits for the
 #: next iteration for more, so one with hundreds in flight cannot delay everyone's iteration.
 TURN_BUDGET = 32
+#: The gateway is *congested* while its sessions have more than this many times
+#: ``max_inflight`` requests unanswered in all; each session may then have only
+#: ``gateway.fair_inflight`` unanswered (see :meth:`Sessions.inflight_cap`).
+CONGESTED_FACTOR = 2
 #: Seconds between two log lines about unencodable replies (each one is counted).
 BAD_REPLY_LOG_EVERY = 10.0
 #: Kernel send buffer per client socket: replies a client does not read pile up in our transport
@@ -271,10 +275,17 @@ class ClientConnection(asyncio.Protocol):
         self.pending.clear()
         return self.transport.get_write_buffer_size()
 
+    def forwarded(self, count: int) -> None:
+        """`count` requests went to its worker: unanswered until :meth:`answered`."""
+        self.inflight += count
+        self.sessions.inflight_total += count
+
     def answered(self, count: int, low: int) -> bool:
         """`count` requests in flight were answered; True when that lifts an INFLIGHT hold
         (fewer than `low` left): the caller reads on from it."""
-        self.inflight = self.inflight - count if self.inflight > count else 0
+        count = min(count, self.inflight)
+        self.inflight -= count
+        self.sessions.inflight_total -= count
         return bool(self.held & Hold.INFLIGHT) and self.inflight <= low
 
     def refuse(self, reply: bytes) -> None:
@@ -313,6 +324,7 @@ class Sessions:
         *,
         data: GatewayDataPort | None = None,
         max_inflight: int = 256,
+        fair_inflight: int = 32,
         max_per_address: int = 0,
         stall_timeout: float = 10.0,
         counters: Counter[str] | None = None,
@@ -329,6 +341,9 @@ class Sessions:
         self.max_outbound = max_outbound
         self.login_rate = login_rate
         self.max_inflight = max_inflight
+        self.fair_inflight = min(fair_inflight, max_inflight) if fair_inflight else max_inflight
+        self.congested_at = CONGESTED_FACTOR * max_inflight
+        self.inflight_total = 0  # requests unanswered, all sessions together
         self.max_per_address = max_per_address
         self.stall_timeout = stall_timeout
         self._login_buckets: dict[str, list[float]] = {}  # ip -> [tokens, refreshed at]
@@ -389,8 +404,14 @@ class Sessions:
         """Decode what `conn` sent (and had buffered) within its budget, forward it, and decide
         whether its socket may be read on. Nothing is decoded while its replies go unread or
         its worker's link is full (the data stays buffered: one read at most)."""
-        budget = min(TURN_BUDGET, self.max_inflight - conn.inflight - len(conn.backlog))
-        if budget < 0 or conn.held & (Hold.UNREAD | Hold.BUS):
+        # inflight_cap(), inline: this runs for every read of every client
+        cap = self.fair_inflight if self.inflight_total > self.congested_at else self.max_inflight
+        budget = cap - conn.inflight - len(conn.backlog)
+        if budget > TURN_BUDGET:
+            budget = TURN_BUDGET
+        elif budget < 0:
+            budget = 0
+        if conn.held & (Hold.UNREAD | Hold.BUS):
             budget = 0
         try:
             if conn.in_game:
@@ -412,11 +433,24 @@ class Sessions:
             return  # lifting those decodes the rest
         if not conn.decoder.has_packet():
             conn.release(Hold.INFLIGHT | Hold.TURN)
-        elif conn.inflight + len(conn.backlog) >= self.max_inflight:
+        elif conn.inflight + len(conn.backlog) >= cap:
+            if cap < self.max_inflight and not conn.held & Hold.INFLIGHT:
+                self.holds["fair"] += 1  # held at its fair share of a congested gateway
             conn.hold(Hold.INFLIGHT)  # replies lift it (see replies)
         else:
             conn.hold(Hold.TURN)
             self.take_turn(conn)
+
+    def inflight_cap(self) -> int:
+        """How many requests one session may have unanswered now: ``max_inflight``, or
+        ``fair_inflight`` while the gateway is congested (all sessions together have more than
+        ``CONGESTED_FACTOR x max_inflight`` unanswered). A few pipelining clients then cannot
+        fill the workers' queues in front of everybody else's requests: the queue every request
+        waits in stays short, and the throughput they get stays the same (a few dozen requests
+        in flight keep a worker busy)."""
+        if self.inflight_total > self.congested_at:
+            return self.fair_inflight
+        return self.max_inflight
 
     def take_turn(self, conn: ClientConnection) -> None:
         """Decode more of what `conn` sent in the next loop iteration."""
@@ -439,7 +473,7 @@ class Sessions:
         worker = conn.worker
         assert worker is not None  # relayed sessions are bound
         self.received += count
-        conn.inflight += count
+        conn.forwarded(count)
         self.outbox.add(worker, [conn.sid, PACKETS, packets])
         self._schedule_flush()
 
@@ -452,7 +486,7 @@ class Sessions:
             if conn.worker is not None and not rules.single_request:
                 self.outbox.add(conn.worker, [sid, mtype, *fields])
                 if mtype in ANSWERED:
-                    conn.inflight += 1
+                    conn.forwarded(1)
             elif conn.placed_at:
                 if rules.single_request:
                     self.drop(conn, "extra_request")
@@ -464,7 +498,7 @@ class Sessions:
                     self._refuse(conn, "login_rate_limited")
                     return
                 conn.placed_at = time.monotonic()
-                conn.inflight += 1
+                conn.forwarded(1)
                 self._placements.setdefault(rules.service, []).append(
                     (account_no, [sid, mtype, *fields])
                 )
@@ -519,6 +553,8 @@ class Sessions:
         if conn.closed:
             return
         conn.closed = True
+        self.inflight_total -= conn.inflight  # its answers, if any come, find no session
+        conn.inflight = 0
         if self.table.pop(conn.sid, None) is not None:
             self._per_address[conn.ip] -= 1
             if self._per_address[conn.ip] <= 0:
@@ -715,7 +751,7 @@ class Sessions:
         to_close: list[tuple[ClientConnection, str]] = []
         relieved: dict[ClientConnection, None] = {}  # ordered set
         encode = self.codec.encode_fields
-        low = self.max_inflight // 2
+        low = self.inflight_cap() // 2
         for item in items:
             sid, mtype, fields = item
             if mtype == DELIVER:
@@ -818,7 +854,7 @@ class Sessions:
             conn.hold(Hold.BUS)
         if conn.backlog:
             backlog, conn.backlog = conn.backlog, []
-            conn.inflight += sum(1 for item in backlog if item[1] in ANSWERED)
+            conn.forwarded(sum(1 for item in backlog if item[1] in ANSWERED))
             for item in backlog:
                 self.outbox.add(worker, item)
             self._schedule_flush()

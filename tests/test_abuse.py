@@ -9,9 +9,11 @@ malformed items. Each gets a counted, specific answer; honest sessions see 0 err
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 import time
+import urllib.request
 from urllib.parse import urlsplit
 
 import msgpack
@@ -30,6 +32,7 @@ from cluster.messages import (
     LoginStatus,
 )
 from dummy.client import GameClient, login_once
+from gateway.sessions import TURN_BUDGET
 from tests.backends import Backend
 from tests.harness import ScriptedPeer, run
 from tests.test_login import make_login_cluster
@@ -170,6 +173,56 @@ def test_flooders_reading_or_not_are_held_back_and_honest_sessions_see_nothing(m
     assert "bus_unavailable" not in drops and "worker_gone" not in drops, drops
     assert worker.stop() == 0
     assert re.search(r"'inbox_full': [1-9]", worker.log()), worker.log()[-2000:]
+
+
+def _gateway_inflight(metrics_port: int) -> list[int]:
+    """The `inflight` of every gateway sample the monitor holds now."""
+    url = f"http://127.0.0.1:{metrics_port}/status.json"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        snapshot = json.loads(response.read())
+    return [p["inflight"] for p in snapshot["processes"] if p["role"] == "gateway"]
+
+
+def test_a_congested_gateway_holds_pipelining_clients_to_their_fair_share(make_cluster):
+    """Five clients pipelining as fast as TCP allows would keep 5 x max_inflight requests in
+    front of everybody's (the queue an honest echo waits in); once the gateway has more than
+    2 x max_inflight unanswered they may have only fair_inflight each. They lose nothing (every
+    echo answered, in order), honest sessions see no error, and the hold is counted (fair)."""
+    max_inflight, fair = 256, 16
+    bound = 2 * max_inflight + 5 * TURN_BUDGET + 5 * 20  # congestion line + one turn each + honest
+    cluster = make_cluster(gateway={"max_inflight": max_inflight, "fair_inflight": fair})
+    cluster.start("broker")
+    cluster.start("monitor")
+    cluster.start("game")
+    gateway = cluster.start("gateway")
+
+    async def scenario():
+        honest = []
+        for account in range(1, 6):
+            client = await GameClient.connect("127.0.0.1", cluster.game_port)
+            assert (await client.login(account)).status == GameLoginStatus.OK
+            honest.append(client)
+        stop = asyncio.Event()
+        flooders = [asyncio.create_task(_reading_flooder(cluster.game_port, 100 + i, stop))
+                    for i in range(5)]  # fmt: skip
+        rounds = asyncio.create_task(_honest_rounds(honest, stop))
+        seen: list[int] = []  # the gateway's samples (one a second)
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            seen += await asyncio.to_thread(_gateway_inflight, cluster.metrics_port)
+            await asyncio.sleep(0.2)
+        stop.set()
+        return seen, await rounds, await asyncio.gather(*flooders)
+
+    seen, echoed, readers = run(scenario())
+    assert echoed > 0
+    for sent, answered in readers:
+        assert sent > 0 and answered == sent
+    assert max(seen) > fair, seen  # the flood was on
+    assert max(seen) <= bound, (bound, seen)  # not 5 x 256
+    assert gateway.stop() == 0
+    held = gateway.wait_log(r"held: (.*)").group(1)
+    assert int(re.search(r"\bfair=(\d+)", held).group(1)) > 0, held
 
 
 def test_a_client_dribbling_partial_packets_is_closed_at_the_heartbeat_timeout(make_cluster):
