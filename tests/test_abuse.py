@@ -35,6 +35,7 @@ from dummy.client import GameClient, login_once
 from gateway.sessions import TURN_BUDGET
 from tests.backends import Backend
 from tests.harness import ScriptedPeer, run
+from tests.test_failover import _logged_in
 from tests.test_login import make_login_cluster
 
 CODEC = Codec()
@@ -130,11 +131,7 @@ def test_flooders_reading_or_not_are_held_back_and_honest_sessions_see_nothing(m
     process = psutil.Process(gateway.pid)
 
     async def scenario():
-        honest = []
-        for account in range(1, 6):
-            client = await GameClient.connect("127.0.0.1", cluster.game_port)
-            assert (await client.login(account)).status == GameLoginStatus.OK
-            honest.append(client)
+        honest = await _logged_in(cluster.game_port, range(1, 6))
         before = process.memory_info().rss
         peak = before
         stop = asyncio.Event()
@@ -197,11 +194,7 @@ def test_a_congested_gateway_holds_pipelining_clients_to_their_fair_share(make_c
     gateway = cluster.start("gateway")
 
     async def scenario():
-        honest = []
-        for account in range(1, 6):
-            client = await GameClient.connect("127.0.0.1", cluster.game_port)
-            assert (await client.login(account)).status == GameLoginStatus.OK
-            honest.append(client)
+        honest = await _logged_in(cluster.game_port, range(1, 6))
         stop = asyncio.Event()
         flooders = [asyncio.create_task(_reading_flooder(cluster.game_port, 100 + i, stop))
                     for i in range(5)]  # fmt: skip
@@ -313,11 +306,7 @@ def test_malformed_bus_items_from_a_rogue_peer_cost_honest_sessions_nothing(make
     data_host, data_port_no = urlsplit(roster["data"][roster["gateway"][0]]).netloc.split(":")
 
     async def scenario():
-        honest = []
-        for account in range(1, 4):
-            client = await GameClient.connect("127.0.0.1", cluster.game_port)
-            assert (await client.login(account)).status == GameLoginStatus.OK
-            honest.append(client)
+        honest = await _logged_in(cluster.game_port, range(1, 4))
         stop = asyncio.Event()
         rounds = asyncio.create_task(_honest_rounds(honest, stop))
         # Straight at the gateway's data port: a peer that says HELLO, then sends garbage items

@@ -238,6 +238,14 @@ class Terminal:
                 break
         raise AssertionError(f"no screen with {what}:\n{self.text[-3000:]}")
 
+    def wait_exit(self, proc: subprocess.Popen[bytes], timeout: float = 40.0) -> int:
+        """Read what the child prints until `proc` exits (it may block writing to a full
+        terminal otherwise); its exit code."""
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            self.read()
+        return proc.wait(5)
+
     def type(self, key: bytes) -> int:
         """Type `key`; the number of complete redraws before it."""
         count = len(self.screens())
@@ -290,10 +298,7 @@ def test_console_keys_through_a_terminal(tmp_path) -> None:
         before = term.type(b"u")
         term.wait_screen(lambda s: "console UNLOCKED" in s, "the unlocked console", after=before)
         term.type(b"q")
-        deadline = time.monotonic() + 40
-        while proc.poll() is None and time.monotonic() < deadline:
-            term.read()
-        assert proc.wait(5) == 0
+        assert term.wait_exit(proc) == 0
         assert psutil.wait_procs(children, timeout=10)[1] == []
         restored = termios.tcgetattr(follower)[3]
         assert restored & termios.ICANON and restored & termios.ECHO  # the terminal's mode back
@@ -322,10 +327,7 @@ def test_a_hangup_stops_the_cluster_gracefully_and_restores_the_terminal(tmp_pat
         children = psutil.Process(proc.pid).children()
         assert len(children) == 2
         proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 40
-        while proc.poll() is None and time.monotonic() < deadline:
-            term.read()
-        assert proc.wait(5) == 0
+        assert term.wait_exit(proc) == 0
         assert psutil.wait_procs(children, timeout=10)[1] == []  # stopped, not left behind
         restored = termios.tcgetattr(follower)[3]
         assert restored & termios.ICANON and restored & termios.ECHO
