@@ -77,7 +77,7 @@ class GatewaySection:
     max_outbound: int = _ranged(1_048_576, 1024)  # bytes queued to a client before it is dropped
     login_rate: float = _ranged(0.0, 0)  # login requests per second per client address; 0 = off
     max_inflight: int = _ranged(256, 1, 65536)  # requests one session may have unanswered
-    #: ... while the gateway is congested (4 x max_inflight unanswered in all); 0 = no such cap
+    #: the same while the gateway is congested (2 x max_inflight unanswered in all); 0 = no cap
     fair_inflight: int = _ranged(32, 0, 65536)
     stall_timeout: float = _ranged(10.0, 0.1)  # seconds a client may leave its replies unread
     max_per_address: int = _ranged(0, 0, 1_000_000)  # connections per client address; 0 = off

@@ -446,8 +446,9 @@ class Sessions:
         ``fair_inflight`` while the gateway is congested (all sessions together have more than
         ``CONGESTED_FACTOR x max_inflight`` unanswered). A few pipelining clients then cannot
         fill the workers' queues in front of everybody else's requests: the queue every request
-        waits in stays short, and the throughput they get stays the same (a few dozen requests
-        in flight keep a worker busy)."""
+        waits in stays about ``CONGESTED_FACTOR x max_inflight`` long, and the pipelining
+        clients get a fair share of the workers instead of nearly all of them (README,
+        Performance: bench/abuse.py)."""
         if self.inflight_total > self.congested_at:
             return self.fair_inflight
         return self.max_inflight
