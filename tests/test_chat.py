@@ -4,6 +4,7 @@ sector fan-out across gateways and chat workers, both link modes, a chat worker'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sqlite3
 import struct
@@ -537,7 +538,8 @@ def test_a_flooding_chatter_is_closed_and_its_neighbours_keep_chatting(make_clus
         flooder = await chatter(gw.chat_port, 2, (2, 3))
         for i in range(200):  # far past 5 per second, in one burst
             flooder.say(f"spam {i}")
-        await flooder.writer.drain()
+        with contextlib.suppress(ConnectionError):  # closed while the burst still goes out
+            await flooder.writer.drain()
         closed = await flooder.wait_closed(10)
         spam = [m for m in await honest.quiet(1.0) if m.account_no == 2]
         sent = honest.say("calm again")
