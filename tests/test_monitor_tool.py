@@ -328,9 +328,14 @@ def test_hostile_tools_are_closed_and_counted_by_reason(make_cluster):
         return next(p for p in snapshot["processes"] if p["role"] == "monitor")
 
     # ... and the monitor's own sample carries them (so /metrics and the screens do too)
-    wait_until(lambda: monitor_sample()["drops"].get("tool_wrong_key") == 1, timeout=15)
-    sample = monitor_sample()
-    assert sample["tool_logins"] >= 3 and sample["drops"]["tool_login_timeout"] == 1
+    # (a sample a second: wait for one taken after the last login, which came after the closes)
+    sample = wait_until(
+        lambda: (s := monitor_sample())["drops"].get("tool_wrong_key") == 1
+        and s["tool_logins"] >= 3 and s,
+        "a monitor sample with the closes and the 3 logins", timeout=15,
+        detail=lambda: str(monitor_sample()),
+    )  # fmt: skip
+    assert sample["drops"]["tool_login_timeout"] == 1
     assert closes(monitor, "gone") >= 1 and "tool_gone" not in sample["drops"]  # it left itself
 
 
